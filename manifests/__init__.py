@@ -1,0 +1,1 @@
+"""CRDs, RBAC and deployment manifests (YAML files shipped as package data)."""

@@ -1,0 +1,1 @@
+"""The node agent: OVS setup, CNI server and plugin shim, netns/veth plumbing."""

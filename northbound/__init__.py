@@ -1,0 +1,1 @@
+"""OVN northbound access on ovsdbapp: names, typed rows, plan/apply reconciler, inspection."""

@@ -1,0 +1,131 @@
+"""The IO half of the reconciler: turn a Plan into one OVSDB transaction.
+
+Everything happens inside one ovsdbapp command, in the connection thread: observing the
+replica, planning and writing see one consistent snapshot, and when the server answers
+TRY_AGAIN ovsdbapp re-runs the command against the fresh replica, so the plan is recomputed
+rather than replayed stale. Containers and reference sets are changed with mutations
+(add/remove one element) so that rows kovn does not own, held in the same column, stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ovsdbapp.backend.ovs_idl import command
+
+from northbound.plan import Plan
+from northbound.rows import NbRow
+
+
+class ConflictError(RuntimeError):
+    """A row kovn wants to create already exists but is not kovn's."""
+
+
+class _Resolver:
+    """Finds rows by name: rows created in this transaction first, then the replica."""
+
+    def __init__(self, tables: dict[str, Any]) -> None:
+        self._tables = tables
+        self._by_name: dict[str, dict[str, Any]] = {}
+        self.created: dict[tuple[str, str], Any] = {}
+
+    def existing(self, table: str, name: str) -> Any:
+        index = self._by_name.get(table)
+        if index is None:
+            index = {r.name: r for r in self._tables[table].rows.values()}
+            self._by_name[table] = index
+        return index.get(name)
+
+    def find(self, table: str, name: str) -> Any:
+        row = self.created.get((table, name))
+        return row if row is not None else self.existing(table, name)
+
+    def require(self, table: str, name: str, needed_by: NbRow) -> Any:
+        row = self.find(table, name)
+        if row is None:
+            raise LookupError(
+                f"{needed_by.TABLE} {needed_by.key!r} needs {table} {name!r}, which does not "
+                "exist: create it first (or in the same reconcile)"
+            )
+        return row
+
+
+def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
+    """Add every operation of `plan` to the IDL transaction `txn`."""
+    resolve = _Resolver(tables)
+    deleted: set[Any] = set()
+    for op in plan.deletes:
+        idl_row = tables[op.row.TABLE].rows.get(op.uuid)
+        if idl_row is None:
+            continue
+        parent_ref = op.row.parent()
+        if parent_ref and op.parent_uuid is not None and op.parent_uuid not in deleted:
+            holder = tables[parent_ref.table].rows.get(op.parent_uuid)
+            if holder is not None:
+                holder.delvalue(parent_ref.column, idl_row)
+        idl_row.delete()
+        deleted.add(op.uuid)
+
+    inserted: list[tuple[NbRow, Any]] = []
+    for op in plan.creates:
+        row, columns = op.row, op.row.columns()
+        name = columns["name"] if row.NAMED else None
+        if name is not None:
+            clash = resolve.existing(row.TABLE, name)
+            if clash is not None and clash.uuid not in deleted:
+                raise ConflictError(
+                    f"{row.TABLE} {name!r} already exists and is not kovn's (no kovn.io/owner "
+                    "external_ids): delete or rename it; kovn does not adopt rows"
+                )
+        idl_row = txn.insert(tables[row.TABLE])
+        for column, value in columns.items():
+            setattr(idl_row, column, value)
+        if name is not None:
+            resolve.created[(row.TABLE, name)] = idl_row
+        inserted.append((row, idl_row))
+    # Link only once every new row exists, so creates may come in any order.
+    for row, idl_row in inserted:
+        parent_ref = row.parent()
+        if parent_ref:
+            resolve.require(parent_ref.table, parent_ref.name, row).addvalue(
+                parent_ref.column, idl_row
+            )
+        for column, (target, names) in row.references().items():
+            if names:
+                setattr(idl_row, column, [resolve.require(target, n, row) for n in sorted(names)])
+
+    for op in plan.updates:
+        idl_row = tables[op.row.TABLE].rows[op.uuid]
+        for column, value in op.columns.items():
+            setattr(idl_row, column, value)
+        for column, (target, add, remove) in op.refs.items():
+            for name in sorted(remove):
+                gone = resolve.find(target, name)
+                if gone is not None:
+                    idl_row.delvalue(column, gone)
+            for name in sorted(add):
+                idl_row.addvalue(column, resolve.require(target, name, op.row))
+        if op.reparent:
+            old, new = op.reparent
+            if old is not None and op.old_parent_uuid is not None:
+                holder = tables[old.table].rows.get(op.old_parent_uuid)
+                if holder is not None:
+                    holder.delvalue(old.column, idl_row)
+            if new is not None:
+                resolve.require(new.table, new.name, op.row).addvalue(new.column, idl_row)
+
+
+class PlanCommand(command.BaseCommand):
+    """Runs `make_plan(tables)` in the connection thread and writes the result; the plan
+    itself is the command's result."""
+
+    def __init__(self, api: Any, make_plan: Callable[[dict[str, Any]], Plan]) -> None:
+        super().__init__(api)
+        self._make_plan = make_plan
+
+    def run_idl(self, txn: Any) -> None:
+        plan = self._make_plan(self.api.tables)
+        write_plan(txn, self.api.tables, plan)
+        self.result = plan
+

@@ -1,0 +1,107 @@
+"""A connection to the OVN northbound database through ovsdbapp.
+
+The python IDL keeps an in-memory replica of the tables kovn manages and reconnects by itself
+(with backoff) when ovsdb-server restarts; transactions issued while it is away are retried
+until the timeout. What this module adds: a clear error when NB cannot be reached at all, a
+fresh ovsdbapp API class per connection (ovsdbapp stores the connection on the class, so two
+connections in one process would otherwise share one), and check_error=True everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ovs.db import idl as ovs_idl
+from ovsdbapp import exceptions as ovsdbapp_exceptions
+from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
+from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.schema.ovn_northbound import impl_idl
+
+from northbound.rows import TABLES
+
+LOG = logging.getLogger(__name__)
+SCHEMA = "OVN_Northbound"
+DEFAULT_NB = "unix:/tmp/kovn-sandbox/nb.sock"
+# Tables kovn reads besides the ones it writes (show prints NB_Global-free trees).
+EXTRA_TABLES = ("Gateway_Chassis",)
+
+
+class NorthboundUnavailable(RuntimeError):
+    """NB could not be reached; the message says where we looked and what to check."""
+
+
+class NorthboundError(RuntimeError):
+    """NB refused a transaction (constraint violation, conflict with a row kovn does not own)."""
+
+
+def _unreachable(remote: str, detail: object) -> NorthboundUnavailable:
+    return NorthboundUnavailable(
+        f"cannot reach the OVN northbound database at {remote}: {detail}. "
+        "Is ovsdb-server running there? Start the sandbox with `kovn sandbox up`, "
+        "or pass the right address with --nb (e.g. unix:/run/ovn/ovnnb_db.sock or "
+        "tcp:127.0.0.1:6641)."
+    )
+
+
+class NbConnection:
+    """Owns one IDL connection to NB and the ovsdbapp API object bound to it."""
+
+    def __init__(
+        self, remote: str = DEFAULT_NB, timeout: float = 30.0, tables: Iterable[str] | None = None
+    ) -> None:
+        self.remote = remote
+        self.timeout = timeout
+        self._tables = tuple(tables) if tables is not None else TABLES + EXTRA_TABLES
+        self.api: Any = None
+
+    def start(self) -> NbConnection:
+        try:
+            helper = idlutils.get_schema_helper(self.remote, SCHEMA)
+        except Exception as exc:  # ovsdbapp raises a bare Exception here
+            raise _unreachable(self.remote, exc) from exc
+        for table in self._tables:
+            helper.register_table(table)
+        idl = ovsdbapp_connection.OvsdbIdl(self.remote, helper, leader_only=False)
+        conn = ovsdbapp_connection.Connection(idl, timeout=self.timeout)
+        # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
+        api_class = type("KovnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})
+        try:
+            self.api = api_class(conn)
+        except ovsdbapp_exceptions.TimeoutException as exc:
+            conn.stop(timeout=1)
+            raise _unreachable(self.remote, f"no answer within {self.timeout}s") from exc
+        LOG.debug("connected to NB at %s", self.remote)
+        return self
+
+    def __enter__(self) -> NbConnection:
+        return self.start() if self.api is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def idl(self) -> ovs_idl.Idl:
+        return self.api.idl
+
+    @property
+    def tables(self) -> dict[str, Any]:
+        return self.api.tables
+
+    def execute(self, command: ovsdbapp_command.BaseCommand) -> Any:
+        """Run one command in its own transaction; errors raise NorthboundError."""
+        try:
+            with self.api.transaction(check_error=True, log_errors=False) as txn:
+                txn.add(command)
+        except ovsdbapp_exceptions.TimeoutException as exc:
+            raise _unreachable(self.remote, "transaction timed out") from exc
+        except RuntimeError as exc:
+            raise NorthboundError(f"NB at {self.remote} refused the transaction: {exc}") from exc
+        return command.result
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.ovsdb_connection.stop(timeout=5)
+            self.api = None

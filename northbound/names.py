@@ -1,0 +1,121 @@
+"""Every OVN NB entity name and every external_ids key kovn uses, in one place.
+
+Names are part of kovn's contract with OVN, with the node agent and with people reading
+`ovn-nbctl show`: the node agent sets `iface-id` to `pod_port(ns, pod)`, tests look rows up by
+these names, and a rename here is a migration. Nothing else in the code base spells a name out.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# --- external_ids keys -------------------------------------------------------------------------
+OWNER_TYPE_KEY = "kovn.io/owner-type"
+"""Kind of the Kubernetes object a row exists for (see OwnerType)."""
+OWNER_KEY = "kovn.io/owner"
+"""`namespace/name` of that object, or `name` for cluster-scoped ones."""
+ROW_KEY = "kovn.io/key"
+"""Identity of a row inside its table for rows OVN does not name (ACL, NAT, QoS, routes)."""
+POD_UID_KEY = "kovn.io/pod-uid"
+"""UID of the pod a port belongs to, so a re-created pod of the same name is a new port."""
+OWNED_KEYS = (OWNER_TYPE_KEY, OWNER_KEY)
+
+
+class OwnerType(StrEnum):
+    """The kinds of object a kovn NB row can belong to."""
+
+    POD = "Pod"
+    SERVICE = "Service"
+    NETWORK_POLICY = "NetworkPolicy"
+    NODE = "Node"
+    SUBNET = "Subnet"
+    NAMESPACE = "Namespace"
+    QOS_POLICY = "QoSPolicy"
+    CLUSTER = "Cluster"
+
+
+# --- cluster-wide topology ---------------------------------------------------------------------
+CLUSTER_ROUTER = "ovn-cluster"
+JOIN_SWITCH = "join"
+DEFAULT_SUBNET = "ovn-default"
+CLUSTER_LB_GROUP = "clusterLBGroup"
+"""Load_Balancer_Group has no external_ids in the NB schema: kovn owns these by name."""
+OWNED_LB_GROUPS = frozenset({CLUSTER_LB_GROUP})
+CLUSTER_OWNER = "cluster"
+"""Owner name of rows that belong to the cluster as a whole (router, join switch, LB group)."""
+
+
+def subnet_switch(subnet: str) -> str:
+    """The Logical_Switch of a Subnet carries the Subnet's name."""
+    return subnet
+
+
+def router_port(router: str, switch: str) -> str:
+    """Router side of a router<->switch link: `ovn-cluster-<switch>`."""
+    return f"{router}-{switch}"
+
+
+def switch_router_port(switch: str, router: str) -> str:
+    """Switch side of a router<->switch link: `<switch>-ovn-cluster`."""
+    return f"{switch}-{router}"
+
+
+def pod_port(namespace: str, pod: str) -> str:
+    """Logical_Switch_Port of a pod; the node agent sets OVS `iface-id` to exactly this."""
+    return f"{namespace}_{pod}"
+
+
+def node_port(node: str) -> str:
+    """Management port of a node on the join switch (OVS interface `ovn0` on that node)."""
+    return f"node-{node}"
+
+
+def gateway_router(node: str) -> str:
+    """Per-node gateway router that carries NodePort/ExternalIP VIPs and SNAT."""
+    return f"GR_{node}"
+
+
+def external_switch(node: str) -> str:
+    """Per-node switch between the gateway router and the node's physical network."""
+    return f"ext_{node}"
+
+
+def load_balancer(namespace: str, service: str, protocol: str) -> str:
+    """One Load_Balancer per (Service, protocol): `Service_<ns>/<name>_<PROTO>`."""
+    return f"Service_{namespace}/{service}_{protocol.upper()}"
+
+
+def _ovn_safe(text: str) -> str:
+    """Port_Group and Address_Set names end up in ACL match strings as `$name`/`@name`, where
+    only [A-Za-z0-9_] is valid; Kubernetes names also contain '-' and '.'."""
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def policy_port_group(namespace: str, policy: str) -> str:
+    """Port group of the pods a NetworkPolicy selects."""
+    return _ovn_safe(f"kovn_np_{namespace}_{policy}")
+
+
+def default_deny_port_group(namespace: str, direction: str) -> str:
+    """Port group of the isolated pods of a namespace for one direction (ingress|egress)."""
+    return _ovn_safe(f"kovn_deny_{namespace}_{direction}")
+
+
+def policy_address_set(namespace: str, policy: str, direction: str, peer: int) -> str:
+    """Address set of one peer of a NetworkPolicy rule."""
+    return _ovn_safe(f"kovn_as_{namespace}_{policy}_{direction}_{peer}")
+
+
+def namespace_address_set(namespace: str) -> str:
+    """Address set of every pod IP in a namespace (used by namespaceSelector peers)."""
+    return _ovn_safe(f"kovn_ns_{namespace}")
+
+
+def owner_ids(owner_type: OwnerType | str, owner: str) -> dict[str, str]:
+    """The external_ids that mark a row as kovn's, built in this one place."""
+    return {OWNER_TYPE_KEY: str(owner_type), OWNER_KEY: owner}
+
+
+def is_owned(external_ids: dict[str, str]) -> bool:
+    """A row is kovn's only if it carries both ownership keys; all others are left alone."""
+    return OWNER_TYPE_KEY in external_ids and OWNER_KEY in external_ids

@@ -1,0 +1,75 @@
+"""Make NB hold exactly the desired kovn rows: observe, plan, apply, in one transaction.
+
+    with NbConnection("unix:/tmp/kovn-sandbox/nb.sock") as nb:
+        Reconciler(nb).reconcile(desired_rows, owners={Owner("Pod", "default/web-1")})
+
+`owners` scopes the reconcile: only rows of those owners are candidates for update or delete,
+so a pod's reconcile never touches another pod's rows. Without `owners` the whole of kovn's
+NB state is reconciled (the periodic full resync; mark-and-sweep of everything kovn owns).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from northbound.apply import PlanCommand, write_plan
+from northbound.connection import NbConnection
+from northbound.observe import observe
+from northbound.plan import Observed, Plan, plan
+from northbound.rows import NbRow, Owner
+
+LOG = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, nb: NbConnection) -> None:
+        self.nb = nb
+
+    def observe(self, owners: Collection[Owner] | None = None) -> list[Observed]:
+        """kovn's rows as NB holds them now (read in the connection thread for consistency)."""
+        holder: list[list[Observed]] = []
+
+        def read(tables: dict[str, Any]) -> Plan:
+            holder.append(observe(tables, owners))
+            return Plan()
+
+        self.nb.execute(PlanCommand(self.nb.api, read))
+        return holder[-1]
+
+    def plan(self, desired: Iterable[NbRow], owners: Collection[Owner] | None = None) -> Plan:
+        """What reconcile() would do, without doing it (for dry runs and tests)."""
+        return plan(desired, self.observe(owners))
+
+    def reconcile(
+        self,
+        desired: Iterable[NbRow],
+        owners: Collection[Owner] | None = None,
+        what: str = "",
+    ) -> Plan:
+        """Apply the difference in one transaction; return the plan that was applied."""
+        desired = list(desired)
+        started = time.monotonic()
+        result = self.nb.execute(
+            PlanCommand(self.nb.api, lambda tables: plan(desired, observe(tables, owners)))
+        )
+        elapsed_ms = (time.monotonic() - started) * 1000
+        scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
+        if result:
+            LOG.info("reconciled %s: %s in %.1f ms", scope, result.summary(), elapsed_ms)
+        else:
+            LOG.debug("reconciled %s: no change (%.1f ms)", scope, elapsed_ms)
+        return result
+
+    def apply(self, the_plan: Plan) -> Plan:
+        """Write a plan computed elsewhere (e.g. from a previous observe) in one transaction."""
+
+        def write(tables: dict[str, Any]) -> Plan:
+            return the_plan
+
+        return self.nb.execute(PlanCommand(self.nb.api, write))
+
+
+__all__ = ["Reconciler", "write_plan"]

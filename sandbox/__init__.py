@@ -1,0 +1,1 @@
+"""The OVS/OVN sandbox used by tests, the demo and benchmarks (real daemons, netns nodes)."""
