@@ -29,6 +29,8 @@ class _Resolver:
         self._tables = tables
         self._by_name: dict[str, dict[str, Any]] = {}
         self.created: dict[tuple[str, str], Any] = {}
+        self.deleted: dict[tuple[str, str], Any] = {}
+        """Named rows deleted earlier in this transaction (gone from the replica's tables)."""
 
     def existing(self, table: str, name: str) -> Any:
         index = self._by_name.get(table)
@@ -64,6 +66,8 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
             holder = tables[parent_ref.table].rows.get(op.parent_uuid)
             if holder is not None:
                 holder.delvalue(parent_ref.column, idl_row)
+        if op.row.NAMED:
+            resolve.deleted[(op.row.TABLE, op.row.key)] = idl_row
         idl_row.delete()
         deleted.add(op.uuid)
 
@@ -101,7 +105,11 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
             setattr(idl_row, column, value)
         for column, (target, add, remove) in op.refs.items():
             for name in sorted(remove):
+                # Also let go of rows deleted above: ovsdb-server (3.1) keeps a weak reference
+                # to a row deleted in the same transaction as a change to the referring row.
                 gone = resolve.find(target, name)
+                if gone is None:
+                    gone = resolve.deleted.get((target, name))
                 if gone is not None:
                     idl_row.delvalue(column, gone)
             for name in sorted(add):

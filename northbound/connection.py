@@ -10,6 +10,7 @@ connections in one process would otherwise share one), and check_error=True ever
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,12 +21,15 @@ from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
+from northbound import fastjson
+from northbound.observe import monitored_columns
 from northbound.rows import TABLES
 
 LOG = logging.getLogger(__name__)
+fastjson.enable()
 SCHEMA = "OVN_Northbound"
 DEFAULT_NB = "unix:/tmp/kovn-sandbox/nb.sock"
-# Tables kovn reads besides the ones it writes (show prints NB_Global-free trees).
+# Tables kovn reads besides the ones it writes (show prints the gateway chassis of ports).
 EXTRA_TABLES = ("Gateway_Chassis",)
 
 
@@ -46,6 +50,27 @@ def _unreachable(remote: str, detail: object) -> NorthboundUnavailable:
     )
 
 
+def _fetch_schema(remote: str, timeout: float) -> Any:
+    """idlutils.get_schema_helper with a deadline: by itself it blocks forever on a server
+    that accepts the connection but never answers (stopped, hung)."""
+    outcome: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["helper"] = idlutils.get_schema_helper(remote, SCHEMA)
+        except Exception as exc:  # ovsdbapp raises a bare Exception here
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="kovn-nb-schema", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _unreachable(remote, f"no answer within {timeout}s")
+    if "error" in outcome:
+        raise _unreachable(remote, outcome["error"]) from outcome["error"]
+    return outcome["helper"]
+
+
 class NbConnection:
     """Owns one IDL connection to NB and the ovsdbapp API object bound to it."""
 
@@ -58,18 +83,21 @@ class NbConnection:
         self.api: Any = None
 
     def start(self) -> NbConnection:
-        try:
-            helper = idlutils.get_schema_helper(self.remote, SCHEMA)
-        except Exception as exc:  # ovsdbapp raises a bare Exception here
-            raise _unreachable(self.remote, exc) from exc
+        helper = _fetch_schema(self.remote, self.timeout)
+        columns = monitored_columns()
         for table in self._tables:
-            helper.register_table(table)
+            if table in columns:
+                helper.register_columns(table, sorted(columns[table]))
+            else:
+                helper.register_table(table)
         idl = ovsdbapp_connection.OvsdbIdl(self.remote, helper, leader_only=False)
         conn = ovsdbapp_connection.Connection(idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
         api_class = type("KovnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})
         try:
-            self.api = api_class(conn)
+            # No ovsdbapp name indexes: kovn resolves names itself, and each index costs a
+            # sorted-list insert per row on every update of a 10,000-port table.
+            self.api = api_class(conn, auto_index=False)
         except ovsdbapp_exceptions.TimeoutException as exc:
             conn.stop(timeout=1)
             raise _unreachable(self.remote, f"no answer within {self.timeout}s") from exc
@@ -97,7 +125,7 @@ class NbConnection:
                 txn.add(command)
         except ovsdbapp_exceptions.TimeoutException as exc:
             raise _unreachable(self.remote, "transaction timed out") from exc
-        except RuntimeError as exc:
+        except (RuntimeError, LookupError) as exc:  # LookupError: a row names a missing one
             raise NorthboundError(f"NB at {self.remote} refused the transaction: {exc}") from exc
         return command.result
 

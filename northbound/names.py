@@ -7,6 +7,7 @@ these names, and a rename here is a migration. Nothing else in the code base spe
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 # --- external_ids keys -------------------------------------------------------------------------
@@ -85,30 +86,38 @@ def load_balancer(namespace: str, service: str, protocol: str) -> str:
     return f"Service_{namespace}/{service}_{protocol.upper()}"
 
 
-def _ovn_safe(text: str) -> str:
-    """Port_Group and Address_Set names end up in ACL match strings as `$name`/`@name`, where
-    only [A-Za-z0-9_] is valid; Kubernetes names also contain '-' and '.'."""
-    return "".join(c if c.isalnum() else "_" for c in text)
+def _ovn_safe(*parts: str) -> str:
+    """A Port_Group / Address_Set name for a tuple of Kubernetes names.
+
+    These names end up in ACL match strings as `@name` / `$name`, where only [A-Za-z0-9_] is
+    valid, but Kubernetes names contain '-' and '.'. Mapping both to '_' alone would let
+    ("a-b", "c") and ("a", "b-c") collide, so a short hash of the exact parts follows the
+    readable form (as ovn-kubernetes does for its hashed names).
+    """
+    readable = "_".join(parts)
+    readable = "".join(c if c.isascii() and c.isalnum() else "_" for c in readable)
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+    return f"{readable}_{digest}"
 
 
 def policy_port_group(namespace: str, policy: str) -> str:
     """Port group of the pods a NetworkPolicy selects."""
-    return _ovn_safe(f"kovn_np_{namespace}_{policy}")
+    return _ovn_safe("kovn_np", namespace, policy)
 
 
 def default_deny_port_group(namespace: str, direction: str) -> str:
     """Port group of the isolated pods of a namespace for one direction (ingress|egress)."""
-    return _ovn_safe(f"kovn_deny_{namespace}_{direction}")
+    return _ovn_safe("kovn_deny", namespace, direction)
 
 
 def policy_address_set(namespace: str, policy: str, direction: str, peer: int) -> str:
     """Address set of one peer of a NetworkPolicy rule."""
-    return _ovn_safe(f"kovn_as_{namespace}_{policy}_{direction}_{peer}")
+    return _ovn_safe("kovn_as", namespace, policy, direction, str(peer))
 
 
 def namespace_address_set(namespace: str) -> str:
     """Address set of every pod IP in a namespace (used by namespaceSelector peers)."""
-    return _ovn_safe(f"kovn_ns_{namespace}")
+    return _ovn_safe("kovn_ns", namespace)
 
 
 def owner_ids(owner_type: OwnerType | str, owner: str) -> dict[str, str]:

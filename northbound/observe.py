@@ -18,6 +18,7 @@ from northbound.rows import (
     NbRow,
     Owner,
     SwitchACL,
+    field_specs,
 )
 
 ROW_CLASS: dict[str, type[NbRow]] = {}
@@ -52,37 +53,41 @@ def owner_of(table: str, idl_row: Any) -> Owner | None:
     return Owner(ids[names.OWNER_TYPE_KEY], ids[names.OWNER_KEY])
 
 
-def _parents(tables: Mapping[str, Any]) -> dict[Any, tuple[str, str, Any]]:
-    """child uuid -> (parent table, parent name, parent uuid)."""
+def _parents(
+    tables: Mapping[str, Any], owned: set[Any]
+) -> tuple[dict[Any, tuple[str, str, Any]], dict[Any, int]]:
+    """(child uuid -> (parent table, parent name, parent uuid),
+    container uuid -> number of rows it holds that are not kovn's)."""
     held: dict[Any, tuple[str, str, Any]] = {}
+    foreign: dict[Any, int] = {}
     for table, column in CONTAINMENT:
         if table not in tables:
             continue
         for parent in tables[table].rows.values():
             for child in getattr(parent, column):
                 held[child.uuid] = (table, parent.name, parent.uuid)
-    return held
+                if child.uuid not in owned:
+                    foreign[parent.uuid] = foreign.get(parent.uuid, 0) + 1
+    return held, foreign
 
 
 def _db_columns(cls: type[NbRow], idl_row: Any) -> dict[str, Any]:
-    probe = cls.__dataclass_fields__
-    cols: dict[str, Any] = {}
-    for f in probe.values():
-        if f.metadata.get("kind") in ("scalar", "optional", "set", "map"):
-            col = f.metadata["column"] or f.name
-            cols[col] = getattr(idl_row, col)
+    cols = {
+        f.column: getattr(idl_row, f.column)
+        for f in field_specs(cls)
+        if f.kind in ("scalar", "optional", "set", "map")
+    }
     if cls.HAS_EXTERNAL_IDS:
         cols["external_ids"] = idl_row.external_ids
     return cols
 
 
 def _db_references(cls: type[NbRow], idl_row: Any, owned: set[Any]) -> dict[str, frozenset[str]]:
-    refs: dict[str, frozenset[str]] = {}
-    for f in cls.__dataclass_fields__.values():
-        if f.metadata.get("kind") == "ref":
-            col = f.metadata["column"]
-            refs[col] = frozenset(t.name for t in getattr(idl_row, col) if t.uuid in owned)
-    return refs
+    return {
+        f.column: frozenset(t.name for t in getattr(idl_row, f.column) if t.uuid in owned)
+        for f in field_specs(cls)
+        if f.kind == "ref"
+    }
 
 
 def observe(
@@ -99,7 +104,7 @@ def observe(
             if row_is_owned(table, idl_row):
                 owned.add(idl_row.uuid)
                 candidates.append((table, idl_row))
-    held = _parents(tables)
+    held, foreign = _parents(tables, owned)
     result: list[Observed] = []
     for table, idl_row in candidates:
         if wanted_owners is not None and owner_of(table, idl_row) not in wanted_owners:
@@ -111,5 +116,31 @@ def observe(
         row = cls.from_db(
             _db_columns(cls, idl_row), parent_name or None, _db_references(cls, idl_row, owned)
         )
-        result.append(Observed(row, idl_row.uuid, parent_uuid))
+        result.append(Observed(row, idl_row.uuid, parent_uuid, foreign.get(idl_row.uuid, 0)))
     return result
+
+
+# Columns only `kovn show` reads, beyond those the row types write.
+SHOW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "Logical_Switch_Port": ("up",),
+    "Logical_Router_Port": ("gateway_chassis",),
+    "Gateway_Chassis": ("name", "chassis_name", "priority"),
+}
+
+
+def monitored_columns() -> dict[str, set[str]]:
+    """The columns kovn replicates, per table: what the row types write, the containers'
+    child columns, and what `show` prints. Monitoring fewer columns makes the IDL's
+    per-row work (parsing, filling defaults) proportionally cheaper."""
+    wanted: dict[str, set[str]] = {}
+    for cls in ROW_TYPES:
+        cols = wanted.setdefault(cls.TABLE, set())
+        cols.update(f.column for f in field_specs(cls)
+                    if f.kind in ("scalar", "optional", "set", "map", "ref"))
+        if cls.HAS_EXTERNAL_IDS:
+            cols.add("external_ids")
+    for table, column in CONTAINMENT:
+        wanted.setdefault(table, set()).add(column)
+    for table, columns in SHOW_COLUMNS.items():
+        wanted.setdefault(table, set()).update(columns)
+    return wanted

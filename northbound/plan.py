@@ -21,6 +21,9 @@ class Observed:
     row: NbRow
     uuid: Any
     parent_uuid: Any = None
+    foreign_children: int = 0
+    """Rows without kovn's external_ids that this row holds (ports, ACLs... made by hand).
+    OVSDB would delete them with it, so kovn keeps such a row instead of deleting it."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,17 @@ class Plan:
     creates: tuple[Create, ...] = ()
     updates: tuple[Update, ...] = ()
     deletes: tuple[Delete, ...] = ()
+    kept: tuple[Observed, ...] = ()
+    """Unwanted kovn rows left in place because deleting them would delete hand-made rows
+    they hold. Not changes: a plan with only `kept` rows is empty."""
 
     def __bool__(self) -> bool:
         return bool(self.creates or self.updates or self.deletes)
 
     def summary(self) -> str:
         c, u, d = len(self.creates), len(self.updates), len(self.deletes)
-        return f"{c} creates, {u} updates, {d} deletes"
+        kept = f", {len(self.kept)} kept (hold hand-made rows)" if self.kept else ""
+        return f"{c} creates, {u} updates, {d} deletes{kept}"
 
 
 def _table_rank(row: NbRow) -> tuple[int, str]:
@@ -88,7 +95,8 @@ def plan(desired: Iterable[NbRow], actual: Iterable[Observed]) -> Plan:
 
     Rows are matched by (table, key). Duplicates in `actual` (e.g. left by a crash between two
     writers) keep the first by UUID and delete the rest; duplicates in `desired` are a bug in
-    the translation and raise ValueError.
+    the translation and raise ValueError. An unwanted row that holds rows kovn does not own
+    (a hand-made port on a kovn switch) is kept, not deleted: OVSDB would take them with it.
     """
     wanted: dict[tuple[str, str], NbRow] = {}
     for row in desired:
@@ -98,17 +106,28 @@ def plan(desired: Iterable[NbRow], actual: Iterable[Observed]) -> Plan:
 
     have: dict[tuple[str, str], Observed] = {}
     deletes: list[Delete] = []
+    kept: list[Observed] = []
     for obs in sorted(actual, key=lambda o: str(o.uuid)):
         ident = obs.row.ident
         if ident in have or ident not in wanted:
-            deletes.append(Delete(obs.uuid, obs.row, obs.parent_uuid))
+            if obs.foreign_children:
+                kept.append(obs)
+            else:
+                deletes.append(Delete(obs.uuid, obs.row, obs.parent_uuid))
         else:
             have[ident] = obs
 
     creates = [Create(row) for ident, row in wanted.items() if ident not in have]
     updates = [u for ident, obs in have.items() if (u := diff_row(obs, wanted[ident]))]
+    # A kept row lets go of kovn's rows it references, so that those can still be deleted.
+    updates += [
+        Update(obs.uuid, obs.row, {}, refs)
+        for obs in kept
+        if (refs := {col: (table, frozenset(), held)
+                     for col, (table, held) in obs.row.references().items() if held})
+    ]
     creates.sort(key=lambda c: _table_rank(c.row))
     updates.sort(key=lambda u: _table_rank(u.row))
     # Children (rows with a parent) go first so their containers are still alive to let go.
     deletes.sort(key=lambda d: (d.row.parent() is None, _table_rank(d.row)))
-    return Plan(tuple(creates), tuple(updates), tuple(deletes))
+    return Plan(tuple(creates), tuple(updates), tuple(deletes), tuple(kept))

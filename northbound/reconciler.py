@@ -57,6 +57,10 @@ class Reconciler:
         )
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
+        for obs in result.kept:
+            LOG.warning("keeping %s %r of %s: it holds %d rows kovn does not own; delete them "
+                        "(or it) by hand", obs.row.TABLE, obs.row.key, obs.row.owner,
+                        obs.foreign_children)
         if result:
             LOG.info("reconciled %s: %s in %.1f ms", scope, result.summary(), elapsed_ms)
         else:

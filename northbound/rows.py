@@ -13,6 +13,7 @@ lists, maps are dicts. Equality of two rows is equality of these forms.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -77,6 +78,27 @@ def _canonical(kind: str, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: str
+    column: str
+    table: str = ""
+
+
+@functools.cache
+def field_specs(cls: type) -> tuple[FieldSpec, ...]:
+    """The database meaning of each field of a row class (computed once per class)."""
+    return tuple(
+        FieldSpec(f.name, f.metadata.get("kind", ""), f.metadata.get("column") or f.name,
+                  f.metadata.get("table", ""))
+        for f in dataclasses.fields(cls)
+    )
+
+
+_PLAIN = (SCALAR, OPTIONAL, SET, MAP)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NbRow:
     """Base of every desired row. Subclasses set TABLE and, for unnamed tables, KEY_FIELDS."""
@@ -92,7 +114,7 @@ class NbRow:
     extra_ids: Mapping[str, str] = field(default_factory=dict, metadata={"kind": "extra"})
 
     @property
-    def NAMED(self) -> bool:  # noqa: N802 - reads like the class constant it derives from
+    def NAMED(self) -> bool:
         """Rows of OVN-named tables are identified by their (unique) name column."""
         return self.KEY_FIELDS == ("name",)
 
@@ -116,11 +138,11 @@ class NbRow:
 
     def columns(self) -> dict[str, Any]:
         """Plain columns, in IDL form, that the reconciler writes exactly."""
-        cols: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            kind = f.metadata.get("kind")
-            if kind in (SCALAR, OPTIONAL, SET, MAP):
-                cols[f.metadata["column"] or f.name] = _canonical(kind, getattr(self, f.name))
+        cols = {
+            f.column: _canonical(f.kind, getattr(self, f.name))
+            for f in field_specs(type(self))
+            if f.kind in _PLAIN
+        }
         if self.HAS_EXTERNAL_IDS:
             cols["external_ids"] = self.external_ids()
         return cols
@@ -128,15 +150,15 @@ class NbRow:
     def references(self) -> dict[str, tuple[str, frozenset[str]]]:
         """Reference columns: column -> (target table, names of kovn rows it must hold)."""
         return {
-            f.metadata["column"]: (f.metadata["table"], frozenset(getattr(self, f.name)))
-            for f in dataclasses.fields(self)
-            if f.metadata.get("kind") == "ref"
+            f.column: (f.table, frozenset(getattr(self, f.name)))
+            for f in field_specs(type(self))
+            if f.kind == "ref"
         }
 
     def parent(self) -> ParentRef | None:
-        for f in dataclasses.fields(self):
-            if f.metadata.get("kind") == "parent":
-                return ParentRef(f.metadata["table"], getattr(self, f.name), f.metadata["column"])
+        for f in field_specs(type(self)):
+            if f.kind == "parent":
+                return ParentRef(f.table, getattr(self, f.name), f.column)
         return None
 
     @classmethod
@@ -149,10 +171,10 @@ class NbRow:
         """Rebuild a row from the database's view (the inverse of columns/references/parent)."""
         kwargs: dict[str, Any] = {}
         ids = dict(columns.get("external_ids", {}))
-        for f in dataclasses.fields(cls):
-            kind = f.metadata.get("kind")
-            if kind in (SCALAR, OPTIONAL, SET, MAP):
-                value = columns[f.metadata["column"] or f.name]
+        for f in field_specs(cls):
+            kind = f.kind
+            if kind in _PLAIN:
+                value = columns[f.column]
                 if kind == OPTIONAL:
                     value = value[0] if value else None
                 elif kind == SET:
@@ -161,7 +183,7 @@ class NbRow:
                     value = dict(value)
                 kwargs[f.name] = value
             elif kind == "ref":
-                kwargs[f.name] = frozenset(references.get(f.metadata["column"], ()))
+                kwargs[f.name] = frozenset(references.get(f.column, ()))
             elif kind == "parent":
                 kwargs[f.name] = parent or ""
             elif f.name == "row_key":

@@ -1,0 +1,171 @@
+"""`kovn show`: the NB as a tree, like `ovn-nbctl show`, with each row's Kubernetes owner.
+
+Every kovn row is suffixed with `[Kind ns/name]`, so "why does this port exist?" has its
+answer on the same line; hand-made rows carry no suffix. With an owner filter only that
+object's rows are printed, under the headers of the rows that contain them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from northbound.apply import PlanCommand
+from northbound.connection import NbConnection
+from northbound.observe import owner_of
+from northbound.plan import Plan
+from northbound.rows import Owner
+
+INDENT = "    "
+
+
+def _owner_tag(table: str, row: Any) -> str:
+    owner = owner_of(table, row)
+    return f"  [{owner}]" if owner else ""
+
+
+def _opt(value: list[Any]) -> Any:
+    return value[0] if value else None
+
+
+def _quoted(items: Iterable[str]) -> str:
+    return ", ".join(f'"{i}"' for i in sorted(items))
+
+
+class _Tree:
+    """Collects lines; a header is printed only if something under it (or itself) matches."""
+
+    def __init__(self, matches: Callable[[str, Any], bool]) -> None:
+        self.lines: list[str] = []
+        self.matches = matches
+
+    def block(self, depth: int, table: str, row: Any, head: str, body: list[str],
+              children: list[tuple[str, Any, str, list[str]]]) -> None:
+        own = self.matches(table, row)
+        shown = [c for c in children if own or self.matches(c[0], c[1])]
+        if not (own or shown):
+            return
+        pad = INDENT * depth
+        self.lines.append(f"{pad}{head}{_owner_tag(table, row)}")
+        if own:
+            self.lines.extend(f"{pad}{INDENT}{line}" for line in body)
+        for child_table, child, child_head, child_body in shown:
+            self.lines.append(f"{pad}{INDENT}{child_head}{_owner_tag(child_table, child)}")
+            self.lines.extend(f"{pad}{INDENT * 2}{line}" for line in child_body)
+
+
+def _lsp(port: Any) -> tuple[str, Any, str, list[str]]:
+    body = []
+    if port.type:
+        body.append(f"type: {port.type}")
+    if port.type == "router" and "router-port" in port.options:
+        body.append(f"router-port: {port.options['router-port']}")
+    if port.addresses and port.type != "router":
+        body.append(f"addresses: [{_quoted(port.addresses)}]")
+    if port.port_security:
+        body.append(f"port_security: [{_quoted(port.port_security)}]")
+    chassis = port.options.get("requested-chassis")
+    if chassis:
+        body.append(f"requested-chassis: {chassis}")
+    if port.up:
+        body.append(f"up: {str(port.up[0]).lower()}")
+    return ("Logical_Switch_Port", port, f"port {port.name}", body)
+
+
+def _acl(acl: Any) -> tuple[str, Any, str, list[str]]:
+    head = f'acl {acl.direction} {acl.priority} "{acl.match}" {acl.action}'
+    return ("ACL", acl, head, [])
+
+
+def _lb_names(row: Any) -> list[str]:
+    lines = []
+    if row.load_balancer:
+        lines.append("load balancers: " + ", ".join(sorted(lb.name for lb in row.load_balancer)))
+    if row.load_balancer_group:
+        lines.append("load balancer groups: "
+                     + ", ".join(sorted(g.name for g in row.load_balancer_group)))
+    return lines
+
+
+def _switches(tree: _Tree, tables: dict[str, Any]) -> None:
+    for ls in sorted(tables["Logical_Switch"].rows.values(), key=lambda r: r.name):
+        children = [_lsp(p) for p in sorted(ls.ports, key=lambda p: p.name)]
+        children += [_acl(a) for a in sorted(ls.acls, key=lambda a: (-a.priority, a.match))]
+        children += [
+            ("QoS", q, f'qos {q.direction} {q.priority} "{q.match}" '
+                       f"{dict(q.bandwidth) or dict(q.action)}", [])
+            for q in sorted(ls.qos_rules, key=lambda q: (-q.priority, q.match))
+        ]
+        body = [f"{k}: {v}" for k, v in sorted(ls.other_config.items())] + _lb_names(ls)
+        tree.block(0, "Logical_Switch", ls, f"switch {ls.name}", body, children)
+
+
+def _routers(tree: _Tree, tables: dict[str, Any]) -> None:
+    for lr in sorted(tables["Logical_Router"].rows.values(), key=lambda r: r.name):
+        children = []
+        for port in sorted(lr.ports, key=lambda p: p.name):
+            body = [f'mac: "{port.mac}"', f"networks: [{_quoted(port.networks)}]"]
+            if port.peer:
+                body.append(f"peer: {port.peer[0]}")
+            chassis = ", ".join(sorted(g.chassis_name for g in port.gateway_chassis))
+            if chassis:
+                body.append(f"gateway chassis: [{chassis}]")
+            children.append(("Logical_Router_Port", port, f"port {port.name}", body))
+        for route in sorted(lr.static_routes, key=lambda r: (r.ip_prefix, r.nexthop)):
+            policy = _opt(route.policy) or "dst-ip"
+            table = f" table {route.route_table}" if route.route_table else ""
+            head = f"route {route.ip_prefix} via {route.nexthop} ({policy}){table}"
+            children.append(("Logical_Router_Static_Route", route, head, []))
+        for nat in sorted(lr.nat, key=lambda n: (n.type, n.logical_ip)):
+            head = f"nat {nat.type} {nat.external_ip} <-> {nat.logical_ip}"
+            children.append(("NAT", nat, head, []))
+        body = [f"{k}: {v}" for k, v in sorted(lr.options.items())] + _lb_names(lr)
+        tree.block(0, "Logical_Router", lr, f"router {lr.name}", body, children)
+
+
+def _load_balancers(tree: _Tree, tables: dict[str, Any]) -> None:
+    for lb in sorted(tables["Load_Balancer"].rows.values(), key=lambda r: r.name):
+        proto = _opt(lb.protocol) or "tcp"
+        body = [f"{vip} -> {backends or '(no backends)'}" for vip, backends in
+                sorted(lb.vips.items())]
+        body += [f"{k}: {v}" for k, v in sorted(lb.options.items())]
+        tree.block(0, "Load_Balancer", lb, f"load balancer {lb.name} ({proto})", body, [])
+    for group in sorted(tables["Load_Balancer_Group"].rows.values(), key=lambda r: r.name):
+        body = [f"members: {len(group.load_balancer)}"]
+        tree.block(0, "Load_Balancer_Group", group, f"load balancer group {group.name}", body,
+                   [])
+
+
+def _policy(tree: _Tree, tables: dict[str, Any]) -> None:
+    for pg in sorted(tables["Port_Group"].rows.values(), key=lambda r: r.name):
+        ports = sorted(p.name for p in pg.ports)
+        body = [f"ports ({len(ports)}): " + ", ".join(ports)] if ports else ["ports: none"]
+        children = [_acl(a) for a in sorted(pg.acls, key=lambda a: (-a.priority, a.match))]
+        tree.block(0, "Port_Group", pg, f"port group {pg.name}", body, children)
+    for aset in sorted(tables["Address_Set"].rows.values(), key=lambda r: r.name):
+        body = [f"addresses: {', '.join(sorted(aset.addresses)) or 'none'}"]
+        tree.block(0, "Address_Set", aset, f"address set {aset.name}", body, [])
+
+
+def render(tables: dict[str, Any], owner: Owner | None = None) -> str:
+    """The tree of `tables` (IDL tables), all rows or only those owned by `owner`."""
+
+    def matches(table: str, row: Any) -> bool:
+        return owner is None or owner_of(table, row) == owner
+
+    tree = _Tree(matches)
+    for section in (_switches, _routers, _load_balancers, _policy):
+        section(tree, tables)
+    return "\n".join(tree.lines)
+
+
+def show_text(nb: NbConnection, owner: Owner | None = None) -> str:
+    """render() of a consistent snapshot, read in the connection thread."""
+    text: list[str] = []
+
+    def snapshot(tables: dict[str, Any]) -> Plan:
+        text.append(render(tables, owner))
+        return Plan()
+
+    nb.execute(PlanCommand(nb.api, snapshot))
+    return text[0]

@@ -1,0 +1,176 @@
+"""`kovn sandbox up|status|demo|down`: the sandbox from the command line.
+
+Failures the user can act on (already up, nothing up, not root, a tool missing) print one
+line `kovn: <what to do>` on stderr and exit 1; a traceback would only hide that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sandbox.cluster import Sandbox
+from sandbox.config import STATE_DIR_ENV, SandboxConfig, default_state_dir
+from sandbox.errors import SandboxError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: Any) -> None:
+    """Add the `sandbox` verb and its actions to the kovn command line."""
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run a local OVN/OVS sandbox (central + nodes in network namespaces)",
+        description="A local OVN sandbox: OVN central and N nodes, each in its own network "
+        "namespace on the userspace datapath, joined by a Geneve overlay. Needs root.",
+    )
+    parser.set_defaults(func=lambda _args: _usage(parser))
+    actions = parser.add_subparsers(dest="sandbox_action", metavar="ACTION")
+
+    up = actions.add_parser("up", help="start the sandbox and wait until every chassis is up")
+    _add_state_dir(up)
+    up.add_argument("--nodes", type=int, default=2, help="number of nodes (default 2)")
+    up.add_argument("--prefix", default="kovn",
+                    help="netns name prefix: PREFIX-node1, PREFIX-underlay... (default kovn)")
+    up.add_argument("--nb-tcp-port", type=_tcp_port, default=6641, metavar="PORT",
+                    help="also serve the NB on tcp:127.0.0.1:PORT; 0 or 'none' disables "
+                    "(default 6641)")
+    up.set_defaults(func=_guarded(cmd_up))
+
+    status = actions.add_parser("status", help="show what runs, its pids, logs and remotes")
+    _add_state_dir(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=_guarded(cmd_status))
+
+    demo = actions.add_parser(
+        "demo", help="write a topology through kovn's NB layer, plug pods, measure traffic")
+    _add_state_dir(demo)
+    demo.add_argument("--keep", action="store_true",
+                      help="leave the demo pods and rows in place for exploring")
+    demo.set_defaults(func=_guarded(cmd_demo))
+
+    down = actions.add_parser("down", help="stop the sandbox and remove all it created")
+    _add_state_dir(down)
+    down.add_argument("--prefix", default="kovn",
+                      help="netns prefix to clean when the state file is gone (default kovn)")
+    down.set_defaults(func=_guarded(cmd_down))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        config = SandboxConfig(state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
+                               nb_tcp_port=args.nb_tcp_port)
+    except ValueError as exc:
+        raise SandboxError(str(exc)) from exc
+    Sandbox(config).up(progress=_say)
+    _say(f"status: kovn sandbox status --state-dir {config.state_dir}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = Sandbox(SandboxConfig(state_dir=args.state_dir)).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif status["state"] == "down":
+        print(f"nothing is up in {status['state_dir']} (start it with `kovn sandbox up`)")
+    else:
+        print(format_status(status))
+    return 0 if status["up"] else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from northbound.connection import NorthboundUnavailable
+    from sandbox.demo import run_demo
+
+    sandbox = Sandbox.load(args.state_dir)
+    try:
+        return run_demo(sandbox, out=_say, keep=args.keep)
+    except (NorthboundUnavailable, TimeoutError) as exc:
+        raise SandboxError(f"{exc} (is the sandbox healthy? `kovn sandbox status`)") from exc
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    sandbox = Sandbox(SandboxConfig(state_dir=args.state_dir, prefix=args.prefix))
+    for line in sandbox.down():
+        _say(line)
+    _say(f"sandbox down in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human view of Sandbox.status()."""
+    started = status.get("started_at")
+    when = f", started {datetime.fromtimestamp(started):%Y-%m-%d %H:%M:%S}" if started else ""
+    lines = [f"sandbox in {status['state_dir']}: {status['state']} "
+             f"(prefix {status['prefix']}{when})"]
+    tcp = f"  {status['nb_tcp_remote']}" if status.get("nb_tcp_remote") else ""
+    lines += [f"  NB  {status['nb_remote']}{tcp}", f"  SB  {status['sb_remote']}", "  daemons:"]
+    width = max((len(d["name"]) for d in status["daemons"]), default=0)
+    for d in status["daemons"]:
+        state = "running" if d["alive"] else "stopped"
+        lines.append(f"    {d['name']:<{width}}  {state:<7}  pid {d['pid']:<7}  log {d['log']}")
+    lines.append("  nodes:")
+    for n in status["nodes"]:
+        lines.append(f"    {n['name']}  netns {n['netns']}  underlay {n['underlay_ip']}  "
+                     f"ovs {n['ovs_remote']}")
+    if status["blackholes"]:
+        lines.append(f"  blackhole routes: {', '.join(status['blackholes'])}")
+    lines += [
+        "  try:",
+        f"    kovn show --nb {status['nb_remote']}",
+        f"    ovn-sbctl --db={status['sb_remote']} show",
+    ]
+    return "\n".join(lines)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn the errors a user can act on into one `kovn: ...` line and exit code 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except SandboxError as exc:
+            print(f"kovn: {exc}", file=sys.stderr)
+        except OSError as exc:
+            print(f"kovn: {exc}", file=sys.stderr)
+        return 1
+
+    return run
+
+
+def _add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=default_state_dir(),
+        help=f"where the sandbox keeps its databases, sockets, pidfiles and logs "
+        f"(default ${STATE_DIR_ENV} or /tmp/kovn-sandbox)",
+    )
+
+
+def _tcp_port(value: str) -> int | None:
+    if value.lower() in ("0", "none", "off", ""):
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,99 @@
+"""What a sandbox looks like: where its state lives, how many nodes, which names and addresses.
+
+The config is a frozen value so that `state.json` can record it and `Sandbox.load` can rebuild
+exactly the same sandbox (names, sockets, addresses) in another process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The machine's own eth0 sits in 192.0.2.0/24, so the underlay uses TEST-NET-3 instead.
+DEFAULT_STATE_DIR = Path("/tmp/kovn-sandbox")
+STATE_DIR_ENV = "KOVN_SANDBOX_DIR"
+# Node i's underlay address is host number FIRST_NODE_HOST + i of the underlay CIDR.
+FIRST_NODE_HOST = 10
+
+
+def default_state_dir() -> Path:
+    """The state dir used when none is given: $KOVN_SANDBOX_DIR, else /tmp/kovn-sandbox."""
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything that makes one sandbox distinct from another on the same machine.
+
+    Two sandboxes may run side by side when their state_dir, prefix (netns names) and
+    nb_tcp_port differ; the underlay addresses live inside netns and may repeat.
+    """
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    nodes: int = 2
+    prefix: str = "kovn"
+    underlay_cidr: str = "203.0.113.0/24"
+    nb_tcp_port: int | None = 6641
+    blackhole_ranges: tuple[str, ...] = (
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "100.64.0.0/16",
+        "10.16.0.0/16",
+        "10.96.0.0/16",
+    )
+
+    def __post_init__(self) -> None:
+        # Fail before any side effect: a bad value found half-way through `up` leaves debris.
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        object.__setattr__(self, "blackhole_ranges", tuple(self.blackhole_ranges))
+        if self.nodes < 1:
+            raise ValueError(f"a sandbox needs at least one node, got {self.nodes}")
+        if not self.prefix or not self.prefix.replace("-", "").isalnum():
+            raise ValueError(f"prefix must be letters, digits and dashes, got {self.prefix!r}")
+        net = ipaddress.ip_network(self.underlay_cidr)
+        if FIRST_NODE_HOST + self.nodes >= net.num_addresses - 1:
+            raise ValueError(f"{self.underlay_cidr} is too small for {self.nodes} nodes")
+        if self.nb_tcp_port is not None and not 0 < self.nb_tcp_port < 65536:
+            raise ValueError(f"nb_tcp_port must be 1..65535 or None, got {self.nb_tcp_port}")
+        for cidr in self.blackhole_ranges:
+            ipaddress.ip_network(cidr)
+
+    def node_name(self, index: int) -> str:
+        """Name of node `index` (1-based); also its OVN chassis name."""
+        return f"node{index}"
+
+    def node_netns(self, index: int) -> str:
+        return f"{self.prefix}-node{index}"
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}-underlay"
+
+    @property
+    def pod_netns_prefix(self) -> str:
+        return f"{self.prefix}-p-"
+
+    def underlay_ip(self, index: int) -> str:
+        """Node `index`'s address on the underlay (no prefix length)."""
+        net = ipaddress.ip_network(self.underlay_cidr)
+        return str(net.network_address + FIRST_NODE_HOST + index)
+
+    @property
+    def underlay_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.underlay_cidr).prefixlen
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["blackhole_ranges"] = list(self.blackhole_ranges)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SandboxConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        return cls(**kwargs)  # __post_init__ turns the JSON str and list back into Path, tuple

@@ -1,0 +1,81 @@
+"""Real packets from inside a network namespace: TCP/UDP probes and ping.
+
+A socket belongs to the network namespace of the thread that created it, so a probe switches
+only its own thread into the pod's namespace (setns), creates the socket, and switches back:
+no process per probe, and the rest of the program is never moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns failed: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def in_netns(netns: str) -> Iterator[None]:
+    """Run the body with this thread in network namespace `netns` (`ip netns` name)."""
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def _socket_in(netns: str | None, family: int, kind: int) -> socket.socket:
+    if netns is None:
+        return socket.socket(family, kind)
+    with in_netns(netns):
+        return socket.socket(family, kind)
+
+
+def probe(netns: str | None, host: str, port: int, proto: str = "tcp",
+          timeout: float = 2.0) -> str | None:
+    """Connect from `netns` to host:port and return what answered (None: nothing did)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    sock = _socket_in(netns, family, kind)
+    try:
+        sock.settimeout(timeout)
+        if proto == "tcp":
+            sock.connect((host, port))
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace").strip() or None
+        sock.sendto(b"probe\n", (host, port))
+        data, _ = sock.recvfrom(4096)
+        return data.decode(errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def ping(netns: str, host: str, count: int = 3, timeout: float = 2.0) -> bool:
+    """ICMP echo from `netns`; True when any of `count` echoes (0.2 s apart) is answered."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, "ping", "-n", "-q", "-c", str(count), "-W",
+         str(max(1, int(timeout))), "-i", "0.2", host],
+        capture_output=True, check=False,
+    )
+    return result.returncode == 0

@@ -1,0 +1,206 @@
+"""Running commands and the sandbox's daemons, and stopping exactly those daemons again.
+
+A daemon is identified by its pidfile, never by name: `down` must not touch an `ovsdb-server`
+of the host or of another sandbox. Before signalling a pid we check that /proc/<pid>/cmdline is
+the recorded binary started with that very `--pidfile=`, which also guards against pid reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox.errors import SandboxError
+
+# The daemons the sandbox starts; used to recognise our processes in leftovers.
+DAEMON_BINARIES = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller")
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its output; on failure raise SandboxError with its stderr.
+
+    Every setup step goes through here so that a failing `ip` or `ovs-vsctl` reads as one line
+    naming the command, not as a CalledProcessError traceback.
+    """
+    full_env = {**os.environ, **env} if env else None
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, env=full_env, timeout=timeout
+        )
+    except FileNotFoundError as exc:
+        raise SandboxError(f"{argv[0]} not found: install it or fix PATH") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(f"`{' '.join(argv)}` did not finish in {timeout}s") from exc
+    if check and proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        detail = msg[-1] if msg else f"exit code {proc.returncode}"
+        raise SandboxError(f"`{' '.join(argv)}` failed: {detail}")
+    return proc
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """One daemon of the sandbox as recorded in state.json."""
+
+    name: str  # "nb", "sb", "northd", "node1/ovsdb-server", ...
+    binary: str  # basename of the executable, checked against /proc/<pid>/cmdline
+    pidfile: str
+    log: str
+    pid: int | None = None
+    netns: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Daemon:
+        return cls(**data)
+
+
+def read_pidfile(pidfile: str | Path) -> int | None:
+    """The pid in an OVS pidfile, or None if it is missing or garbage."""
+    try:
+        return int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cmdline(pid: int) -> list[str]:
+    """argv of a process, or [] if it is gone (or a kernel thread)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_our_process(pid: int, binary: str, pidfile: str | Path) -> bool:
+    """True if pid is alive and is `binary` started with `--pidfile=<pidfile>`."""
+    argv = cmdline(pid)
+    if not argv or os.path.basename(argv[0]) != binary:
+        return False
+    if _is_zombie(pid):
+        return False
+    return f"--pidfile={pidfile}" in argv
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def live_pid(daemon: Daemon) -> int | None:
+    """The daemon's pid if it is running (pidfile first, else the recorded pid), else None."""
+    for pid in (read_pidfile(daemon.pidfile), daemon.pid):
+        if pid and is_our_process(pid, daemon.binary, daemon.pidfile):
+            return pid
+    return None
+
+
+def start_daemon(
+    name: str,
+    binary: str,
+    args: Sequence[str],
+    *,
+    pidfile: Path,
+    log: Path,
+    unixctl: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    netns: str | None = None,
+) -> Daemon:
+    """Start an OVS/OVN daemon detached (it returns once it is ready) and record its pid.
+
+    OVS daemons fork and write the pidfile before the parent exits, so after `--detach`
+    returns the pid is known; `ip netns exec` execs the binary, so cmdline stays recognisable.
+    """
+    argv = [binary, "--detach", "--no-chdir", f"--pidfile={pidfile}", f"--log-file={log}"]
+    if unixctl is not None:
+        argv.append(f"--unixctl={unixctl}")
+    argv += list(args)
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    try:
+        run(argv, env=env, timeout=60)
+    except SandboxError as exc:
+        raise SandboxError(f"{name} did not start ({exc}); see {log}") from exc
+    pid = read_pidfile(pidfile)
+    if pid is None or not is_our_process(pid, binary, pidfile):
+        raise SandboxError(f"{name} exited right after starting; see {log}")
+    return Daemon(name=name, binary=binary, pidfile=str(pidfile), log=str(log), pid=pid,
+                  netns=netns)
+
+
+def stop_daemons(daemons: Iterable[Daemon], timeout: float = 5) -> list[str]:
+    """SIGTERM every running daemon, wait for all to exit, SIGKILL those that do not.
+
+    Returns one line per daemon that was actually running. Signals go only to pids that pass
+    `is_our_process`, so a stale pidfile pointing at a reused pid is harmless.
+    """
+    running: dict[int, Daemon] = {}
+    for daemon in daemons:
+        pid = live_pid(daemon)
+        if pid is not None:
+            running[pid] = daemon
+            _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p, d) for p, d in running.items()):
+        time.sleep(0.05)
+    stopped = []
+    for pid, daemon in running.items():
+        how = "stopped"
+        if _alive(pid, daemon):
+            _signal(pid, signal.SIGKILL)
+            how = "killed"
+            _wait_gone(pid, daemon, 2)
+        stopped.append(f"{how} {daemon.name} (pid {pid})")
+    return stopped
+
+
+def _alive(pid: int, daemon: Daemon) -> bool:
+    return is_our_process(pid, daemon.binary, daemon.pidfile)
+
+
+def _wait_gone(pid: int, daemon: Daemon, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid, daemon):
+        time.sleep(0.05)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def find_pidfiles(state_dir: Path) -> list[Path]:
+    """Pidfiles directly in the state dir and in its node dirs (for leftovers without state)."""
+    if not state_dir.is_dir():
+        return []
+    return sorted([*state_dir.glob("*.pid"), *state_dir.glob("*/*.pid")])
+
+
+def daemon_from_pidfile(pidfile: Path) -> Daemon | None:
+    """Reconstruct a Daemon record from a pidfile whose process is alive and is ours."""
+    pid = read_pidfile(pidfile)
+    if pid is None:
+        return None
+    argv = cmdline(pid)
+    binary = os.path.basename(argv[0]) if argv else ""
+    if binary not in DAEMON_BINARIES or not is_our_process(pid, binary, pidfile):
+        return None
+    return Daemon(name=str(pidfile), binary=binary, pidfile=str(pidfile), log="", pid=pid)

@@ -1,0 +1,84 @@
+"""Shared e2e machinery: skip e2e tests where the sandbox cannot run, and one sandbox per
+session for tests that only need a running OVN.
+
+e2e tests start real daemons in network namespaces, so they need root and the OVS/OVN
+packages; elsewhere they are skipped with the reason, never failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
+from sandbox.config import SandboxConfig
+from sandbox.leftovers import sandboxes_using_prefix
+
+# Netns prefixes reserved for tests: the session sandbox and the CLI tests' sandboxes. They
+# differ from a user's `kovn` sandbox, so the tests can run while that one is up.
+SESSION_PREFIX = "kvt"
+CLI_PREFIX = "kvc"
+TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX)
+# Held for a whole e2e session: two test runs on one machine would share the test prefixes.
+LOCK_FILE = Path("/tmp/kovn-e2e.lock")
+
+
+def _why_no_sandbox() -> str | None:
+    if os.geteuid() != 0:
+        return "e2e tests need root (network namespaces)"
+    missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+    if missing:
+        return f"e2e tests need {', '.join(missing)}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _why_no_sandbox()
+    if reason is None:
+        return
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def e2e_lock() -> Iterator[None]:
+    """Serialise e2e runs on this machine, then remove what a killed earlier run left.
+
+    Holding the lock means no other run is active, so any sandbox still running with a test
+    prefix belongs to a run that died without its finalizers: take it down by its state dir.
+    """
+    with LOCK_FILE.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another e2e run to finish ({LOCK_FILE})", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for prefix in TEST_PREFIXES:
+            for state_dir in sandboxes_using_prefix(prefix):
+                with contextlib.suppress(SandboxError):
+                    Sandbox.load(state_dir).down()
+        yield
+
+
+@pytest.fixture(scope="session")
+def e2e_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A 2-node sandbox shared by the session (no NB TCP port), always taken down at the end."""
+    config = SandboxConfig(
+        state_dir=tmp_path_factory.mktemp("sandbox"), prefix=SESSION_PREFIX, nb_tcp_port=None
+    )
+    sandbox = Sandbox(config)
+    # A failing up() has already stopped everything (keeping its logs for reading).
+    sandbox.up(progress=lambda _line: None)
+    try:
+        yield sandbox
+    finally:
+        with contextlib.suppress(SandboxError):
+            sandbox.down()

@@ -1,0 +1,140 @@
+"""northbound.names: every NB name and external_ids key is a small pure function or constant."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from northbound import names
+
+OVN_SAFE = re.compile(r"[A-Za-z0-9_]+")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (names.pod_port("default", "web-1"), "default_web-1"),
+        (names.pod_port("kube-system", "coredns-5d78c9869d-abcde"),
+         "kube-system_coredns-5d78c9869d-abcde"),
+        (names.node_port("node1"), "node-node1"),
+        (names.node_port("kind-worker.example"), "node-kind-worker.example"),
+        (names.router_port(names.CLUSTER_ROUTER, "ovn-default"), "ovn-cluster-ovn-default"),
+        (names.router_port(names.CLUSTER_ROUTER, names.JOIN_SWITCH), "ovn-cluster-join"),
+        (names.switch_router_port("ovn-default", names.CLUSTER_ROUTER), "ovn-default-ovn-cluster"),
+        (names.switch_router_port(names.JOIN_SWITCH, names.CLUSTER_ROUTER), "join-ovn-cluster"),
+        (names.subnet_switch("ovn-default"), "ovn-default"),
+        (names.gateway_router("node1"), "GR_node1"),
+        (names.external_switch("node1"), "ext_node1"),
+        (names.load_balancer("default", "web", "tcp"), "Service_default/web_TCP"),
+        (names.load_balancer("default", "web", "TCP"), "Service_default/web_TCP"),
+        (names.load_balancer("kube-system", "kube-dns", "udp"), "Service_kube-system/kube-dns_UDP"),
+        (names.load_balancer("ns", "svc", "Sctp"), "Service_ns/svc_SCTP"),
+    ],
+)
+def test_entity_names(name: str, expected: str) -> None:
+    assert name == expected
+
+
+def test_topology_constants() -> None:
+    assert names.CLUSTER_ROUTER == "ovn-cluster"
+    assert names.JOIN_SWITCH == "join"
+    assert names.DEFAULT_SUBNET == "ovn-default"
+    assert names.CLUSTER_LB_GROUP == "clusterLBGroup"
+    assert names.CLUSTER_LB_GROUP in names.OWNED_LB_GROUPS
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (names.policy_port_group("default", "allow-web"), "kovn_np_default_allow_web"),
+        (names.policy_port_group("kube-system", "a.b-c"), "kovn_np_kube_system_a_b_c"),
+        (names.default_deny_port_group("my-ns", "ingress"), "kovn_deny_my_ns_ingress"),
+        (names.default_deny_port_group("my-ns", "egress"), "kovn_deny_my_ns_egress"),
+        (names.policy_address_set("my-ns", "allow.web", "ingress", 0),
+         "kovn_as_my_ns_allow_web_ingress_0"),
+        (names.policy_address_set("ns", "p", "egress", 12), "kovn_as_ns_p_egress_12"),
+        (names.namespace_address_set("kube-system"), "kovn_ns_kube_system"),
+    ],
+)
+def test_policy_names(name: str, expected: str) -> None:
+    """Readable prefix, then an 8-hex-digit hash of the exact Kubernetes names."""
+    readable, digest = name.rsplit("_", 1)
+    assert readable == expected
+    assert re.fullmatch(r"[0-9a-f]{8}", digest)
+
+
+# Names that appear as `@pg` / `$as` in ACL match strings must only hold [A-Za-z0-9_].
+_AWKWARD = ["default", "kube-system", "a.b.c", "x--y", "UPPER-lower.9", "ns-ü", "ns-١٢٣"]
+
+
+@pytest.mark.parametrize("text", _AWKWARD)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: names.policy_port_group(t, t),
+        lambda t: names.default_deny_port_group(t, "ingress"),
+        lambda t: names.policy_address_set(t, t, "egress", 3),
+        lambda t: names.namespace_address_set(t),
+    ],
+    ids=["policy_port_group", "default_deny_port_group", "policy_address_set",
+         "namespace_address_set"],
+)
+def test_match_names_are_ovn_safe(make, text: str) -> None:
+    assert OVN_SAFE.fullmatch(make(text))
+
+
+@pytest.mark.parametrize(
+    ("make", "a", "b"),
+    [
+        (names.policy_port_group, ("a-b", "c"), ("a", "b-c")),
+        (names.policy_port_group, ("ns", "a.b"), ("ns", "a-b")),
+        (names.namespace_address_set, ("a-b",), ("a.b",)),
+    ],
+    ids=["namespace-vs-policy-dash", "dot-vs-dash", "namespace-dot-vs-dash"],
+)
+def test_match_names_are_unambiguous(make, a: tuple[str, ...], b: tuple[str, ...]) -> None:
+    assert make(*a) != make(*b)
+
+
+@pytest.mark.parametrize(
+    ("owner_type", "owner", "expected"),
+    [
+        (names.OwnerType.POD, "default/web-1",
+         {"kovn.io/owner-type": "Pod", "kovn.io/owner": "default/web-1"}),
+        ("Service", "default/web",
+         {"kovn.io/owner-type": "Service", "kovn.io/owner": "default/web"}),
+        (names.OwnerType.SUBNET, "ovn-default",
+         {"kovn.io/owner-type": "Subnet", "kovn.io/owner": "ovn-default"}),
+        (names.OwnerType.CLUSTER, names.CLUSTER_OWNER,
+         {"kovn.io/owner-type": "Cluster", "kovn.io/owner": "cluster"}),
+    ],
+)
+def test_owner_ids(owner_type, owner: str, expected: dict[str, str]) -> None:
+    ids = names.owner_ids(owner_type, owner)
+    assert ids == expected
+    assert all(type(v) is str for v in ids.values())  # plain str, not the enum, goes to OVSDB
+    assert names.is_owned(ids)
+
+
+@pytest.mark.parametrize(
+    ("external_ids", "owned"),
+    [
+        ({}, False),
+        ({"kovn.io/owner-type": "Pod"}, False),
+        ({"kovn.io/owner": "default/web-1"}, False),
+        ({"neutron:port_name": "x", "owner": "someone"}, False),
+        ({"kovn.io/key": "pg:x|to-lport|1000|ip"}, False),
+        ({"kovn.io/owner-type": "Pod", "kovn.io/owner": "default/web-1"}, True),
+        ({"kovn.io/owner-type": "Pod", "kovn.io/owner": "default/web-1", "other": "x"}, True),
+    ],
+)
+def test_is_owned(external_ids: dict[str, str], owned: bool) -> None:
+    assert names.is_owned(external_ids) is owned
+
+
+def test_owner_types_are_the_documented_kinds() -> None:
+    assert {str(t) for t in names.OwnerType} == {
+        "Pod", "Service", "NetworkPolicy", "Node", "Subnet", "Namespace", "QoSPolicy", "Cluster",
+    }
+    assert names.OWNED_KEYS == ("kovn.io/owner-type", "kovn.io/owner")
