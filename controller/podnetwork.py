@@ -1,0 +1,133 @@
+"""The contract between the controller and the node agent: annotations and their codec.
+
+The controller writes `kovn.io/pod-network` on a pod once its logical switch port exists; the
+node agent reads it to plumb the pod. The same for nodes (`kovn.io/node-network`, the
+management port). IPAM is rebuilt from these annotations on start, so they are the durable
+record of every allocation. This module is pure and dependency-free so that node/ may import
+it without importing the rest of the controller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+POD_NETWORK = "kovn.io/pod-network"
+NODE_NETWORK = "kovn.io/node-network"
+
+# Input annotations, Kube-OVN compatible so existing manifests keep working.
+STATIC_IP = "ovn.kubernetes.io/ip_address"
+STATIC_MAC = "ovn.kubernetes.io/mac_address"
+LOGICAL_SWITCH = "ovn.kubernetes.io/logical_switch"
+INGRESS_RATE = "ovn.kubernetes.io/ingress_rate"
+EGRESS_RATE = "ovn.kubernetes.io/egress_rate"
+
+DEFAULT_MTU = 1400
+"""1500 minus Geneve's overhead (with room for options): larger TCP segments are lost."""
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+@dataclass(frozen=True)
+class Route:
+    dest: str
+    next_hop: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"dest": self.dest, "nextHop": self.next_hop}
+
+
+def _check_interface(ip: str, mac: str, gateway: str) -> None:
+    iface = ipaddress.ip_interface(ip)  # ValueError names the bad value
+    if iface.network.prefixlen == iface.max_prefixlen:
+        raise ValueError(f"ip {ip!r} needs the subnet's prefix length, e.g. 10.16.0.5/16")
+    if gateway and ipaddress.ip_address(gateway) not in iface.network:
+        raise ValueError(f"gateway {gateway} is outside {iface.network}")
+    if not _MAC.fullmatch(mac):
+        raise ValueError(f"mac {mac!r} is not a MAC address")
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """`kovn.io/pod-network`: everything the node agent needs to plumb eth0."""
+
+    ip: str  # with prefix length: "10.16.0.5/16"
+    mac: str
+    gateway: str
+    subnet: str
+    logical_switch_port: str
+    mtu: int = DEFAULT_MTU
+    routes: tuple[Route, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _check_interface(self.ip, self.mac, self.gateway)
+
+    @property
+    def address(self) -> str:
+        """The IP without its prefix length."""
+        return str(ipaddress.ip_interface(self.ip).ip)
+
+    def encode(self) -> str:
+        data = asdict(self)
+        data["routes"] = [r.to_json() for r in self.routes]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> PodNetwork:
+        """Parse the annotation; ValueError (with what is wrong) on anything malformed."""
+        try:
+            data = json.loads(text)
+            routes = tuple(Route(r["dest"], r["nextHop"]) for r in data.get("routes", ()))
+            return cls(ip=data["ip"], mac=data["mac"], gateway=data.get("gateway", ""),
+                       subnet=data["subnet"], logical_switch_port=data["logical_switch_port"],
+                       mtu=int(data.get("mtu", DEFAULT_MTU)), routes=routes)
+        # ValueError: not JSON, or fields PodNetwork/NodeNetwork refuse; AttributeError: JSON
+        # that is not an object (null, a list).
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed {POD_NETWORK} annotation {text!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """`kovn.io/node-network`: the node's management port on the join switch."""
+
+    ip: str  # "100.64.0.3/16"
+    mac: str
+    gateway: str  # the cluster router's join address: routes to pod subnets go via it
+    logical_switch_port: str
+    pod_subnets: tuple[str, ...] = ()
+    mtu: int = DEFAULT_MTU
+
+    def __post_init__(self) -> None:
+        _check_interface(self.ip, self.mac, self.gateway)
+
+    @property
+    def address(self) -> str:
+        return str(ipaddress.ip_interface(self.ip).ip)
+
+    def encode(self) -> str:
+        data = asdict(self)
+        data["pod_subnets"] = list(self.pod_subnets)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> NodeNetwork:
+        try:
+            data = json.loads(text)
+            return cls(ip=data["ip"], mac=data["mac"], gateway=data["gateway"],
+                       logical_switch_port=data["logical_switch_port"],
+                       pod_subnets=tuple(data.get("pod_subnets", ())),
+                       mtu=int(data.get("mtu", DEFAULT_MTU)))
+        # ValueError: not JSON, or fields PodNetwork/NodeNetwork refuse; AttributeError: JSON
+        # that is not an object (null, a list).
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed {NODE_NETWORK} annotation {text!r}: {exc}") from exc
+
+
+def mac_from_ip(ip: str) -> str:
+    """0a:58 + the IPv4 address (ovn-kubernetes' convention): unique wherever IPs are, and a
+    MAC seen in a capture names its pod."""
+    octets = ipaddress.IPv4Address(ip).packed
+    return "0a:58:" + ":".join(f"{o:02x}" for o in octets)

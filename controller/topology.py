@@ -1,0 +1,123 @@
+"""Desired NB rows of the cluster topology, subnets, nodes and pods. Pure functions.
+
+    ovn-cluster (router) ── join (100.64.0.0/16) ── node-<node> ports (ovn0 on each node)
+          │
+          ├── <subnet> switches, one per valid Subnet, each in the cluster LB group
+          │      └── <ns>_<pod> ports
+
+Every row names its Kubernetes owner, so `kovn show pod ns/name` finds it and the reconciler
+can scope a change to the objects that changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from controller.config import ClusterConfig
+from controller.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
+from controller.subnets import SubnetSpec
+from northbound import names
+from northbound.rows import (
+    CLUSTER,
+    LoadBalancerGroup,
+    LogicalRouter,
+    LogicalRouterPort,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    NbRow,
+    Owner,
+)
+
+
+def subnet_owner(subnet: str) -> Owner:
+    return Owner(names.OwnerType.SUBNET, subnet)
+
+
+def node_owner(node: str) -> Owner:
+    return Owner(names.OwnerType.NODE, node)
+
+
+def pod_owner(pod_key: str) -> Owner:
+    """`pod_key` is `namespace/name`."""
+    return Owner(names.OwnerType.POD, pod_key)
+
+
+def _router_link(owner: Owner, switch: str, gateway: str, prefixlen: int) -> list[NbRow]:
+    """Router port `ovn-cluster-<switch>` + switch port `<switch>-ovn-cluster`."""
+    lrp = names.router_port(names.CLUSTER_ROUTER, switch)
+    return [
+        LogicalRouterPort(owner=owner, name=lrp, router=names.CLUSTER_ROUTER,
+                          mac=mac_from_ip(gateway), networks=(f"{gateway}/{prefixlen}",)),
+        LogicalSwitchPort(owner=owner, name=names.switch_router_port(switch, names.CLUSTER_ROUTER),
+                          switch=switch, type="router", addresses=("router",),
+                          options={"router-port": lrp}),
+    ]
+
+
+def cluster_rows(config: ClusterConfig) -> list[NbRow]:
+    """The cluster router, the join switch linked to it, and the cluster LB group."""
+    return [
+        LogicalRouter(owner=CLUSTER, name=names.CLUSTER_ROUTER),
+        LogicalSwitch(owner=CLUSTER, name=names.JOIN_SWITCH,
+                      other_config={"subnet": config.join_cidr}),
+        *_router_link(CLUSTER, names.JOIN_SWITCH, config.join_gateway, config.join_prefixlen),
+        LoadBalancerGroup(name=names.CLUSTER_LB_GROUP),
+    ]
+
+
+def subnet_rows(spec: SubnetSpec) -> list[NbRow]:
+    """A valid Subnet's switch, linked to the cluster router."""
+    owner = subnet_owner(spec.name)
+    other_config = {"subnet": spec.cidr}
+    if spec.exclude_ips:
+        other_config["exclude_ips"] = " ".join(spec.exclude_ips)
+    switch = LogicalSwitch(owner=owner, name=names.subnet_switch(spec.name),
+                           other_config=other_config,
+                           load_balancer_groups=frozenset({names.CLUSTER_LB_GROUP}))
+    return [switch, *_router_link(owner, switch.name, spec.gateway, spec.prefixlen)]
+
+
+def node_rows(node: str, network: NodeNetwork) -> list[NbRow]:
+    """The node's management port on the join switch."""
+    address = f"{network.mac} {network.address}"
+    return [LogicalSwitchPort(owner=node_owner(node), name=names.node_port(node),
+                              switch=names.JOIN_SWITCH, addresses=(address,),
+                              options={"requested-chassis": node})]
+
+
+def pod_rows(pod_key: str, network: PodNetwork, node: str, uid: str) -> list[NbRow]:
+    """The pod's port: addresses and port security pin its MAC and IP; requested-chassis and
+    iface-id-ver make only this incarnation of the pod, on its node, able to claim it."""
+    address = f"{network.mac} {network.address}"
+    options = {"iface-id-ver": uid}
+    if node:
+        options["requested-chassis"] = node
+    return [LogicalSwitchPort(owner=pod_owner(pod_key), name=network.logical_switch_port,
+                              switch=names.subnet_switch(network.subnet), addresses=(address,),
+                              port_security=(address,), options=options,
+                              extra_ids={names.POD_UID_KEY: uid})]
+
+
+def node_network(node: str, ip: str, config: ClusterConfig,
+                 pod_subnets: tuple[str, ...]) -> NodeNetwork:
+    return NodeNetwork(ip=f"{ip}/{config.join_prefixlen}", mac=mac_from_ip(ip),
+                       gateway=config.join_gateway, logical_switch_port=names.node_port(node),
+                       pod_subnets=pod_subnets, mtu=config.mtu)
+
+
+def pod_network(pod_key: str, ip: str, mac: str | None, spec: SubnetSpec,
+                config: ClusterConfig) -> PodNetwork:
+    namespace, name = pod_key.split("/", 1)
+    return PodNetwork(ip=f"{ip}/{spec.prefixlen}", mac=mac or mac_from_ip(ip),
+                      gateway=spec.gateway, subnet=spec.name,
+                      logical_switch_port=names.pod_port(namespace, name), mtu=config.mtu)
+
+
+def default_subnet_object(config: ClusterConfig) -> dict:
+    """The Subnet custom resource the controller creates at start when it is missing."""
+    network = ipaddress.IPv4Network(config.default_cidr)
+    return {
+        "apiVersion": "kovn.io/v1", "kind": "Subnet",
+        "metadata": {"name": config.default_subnet},
+        "spec": {"cidrBlock": str(network), "gateway": str(network[1]), "default": True},
+    }
