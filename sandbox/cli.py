@@ -19,6 +19,8 @@ from typing import Any
 from sandbox.cluster import Sandbox
 from sandbox.config import STATE_DIR_ENV, SandboxConfig, default_state_dir
 from sandbox.errors import SandboxError
+from sandbox.kube import CONTROLLER
+from sandbox.kube import bin_dir as kube_bin_dir
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -34,7 +36,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda _args: _usage(parser))
     actions = parser.add_subparsers(dest="sandbox_action", metavar="ACTION")
 
-    up = actions.add_parser("up", help="start the sandbox and wait until every chassis is up")
+    up = actions.add_parser(
+        "up", help="start the sandbox (OVN, Kubernetes control plane, kovn controller) and "
+        "wait until every chassis is up and every node Ready")
     _add_state_dir(up)
     up.add_argument("--nodes", type=int, default=2, help="number of nodes (default 2)")
     up.add_argument("--prefix", default="kovn",
@@ -42,6 +46,15 @@ def register(subparsers: Any) -> None:
     up.add_argument("--nb-tcp-port", type=_tcp_port, default=6641, metavar="PORT",
                     help="also serve the NB on tcp:127.0.0.1:PORT; 0 or 'none' disables "
                     "(default 6641)")
+    up.add_argument("--no-kube", dest="kube", action="store_false",
+                    help="start only OVN: no Kubernetes control plane, no controller")
+    up.add_argument("--no-controller", dest="controller", action="store_false",
+                    help="do not start the kovn controller (run your own)")
+    for option, default, what in (("--apiserver-port", 6443, "kube-apiserver"),
+                                  ("--etcd-port", 2379, "etcd's clients"),
+                                  ("--etcd-peer-port", 2380, "etcd's peers")):
+        up.add_argument(option, type=_any_port, default=default, metavar="PORT",
+                        help=f"127.0.0.1 port of {what}; 0 picks a free one (default {default})")
     up.set_defaults(func=_guarded(cmd_up))
 
     status = actions.add_parser("status", help="show what runs, its pids, logs and remotes")
@@ -65,12 +78,18 @@ def register(subparsers: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        config = SandboxConfig(state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
-                               nb_tcp_port=args.nb_tcp_port)
+        config = SandboxConfig(
+            state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
+            nb_tcp_port=args.nb_tcp_port, kube=args.kube, controller=args.kube and args.controller,
+            apiserver_port=args.apiserver_port, etcd_port=args.etcd_port,
+            etcd_peer_port=args.etcd_peer_port)
     except ValueError as exc:
         raise SandboxError(str(exc)) from exc
-    Sandbox(config).up(progress=_say)
+    sandbox = Sandbox(config)
+    sandbox.up(progress=_say)
     _say(f"status: kovn sandbox status --state-dir {config.state_dir}")
+    if config.kube:
+        _say(f"export KUBECONFIG={sandbox.kubeconfig}")
     return 0
 
 
@@ -90,6 +109,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
     sandbox = Sandbox.load(args.state_dir)
+    if any(d["name"] == CONTROLLER and d["alive"] for d in sandbox.status()["daemons"]):
+        # The demo writes Pod and Subnet rows by hand; the controller would delete them.
+        raise SandboxError(
+            "the demo writes NB rows that the running kovn controller owns and would remove: "
+            "run it on a sandbox started with --no-controller (or --no-kube)")
     try:
         return run_demo(sandbox, out=_say, keep=args.keep)
     except (NorthboundUnavailable, TimeoutError) as exc:
@@ -123,11 +147,18 @@ def format_status(status: dict[str, Any]) -> str:
                      f"ovs {n['ovs_remote']}")
     if status["blackholes"]:
         lines.append(f"  blackhole routes: {', '.join(status['blackholes'])}")
+    kube = status.get("kube")
+    if kube:
+        lines.append(f"  kubernetes: apiserver {kube['apiserver']}, kubeconfig "
+                     f"{kube['kubeconfig']}")
     lines += [
         "  try:",
         f"    kovn show --nb {status['nb_remote']}",
         f"    ovn-sbctl --db={status['sb_remote']} show",
     ]
+    if kube:
+        lines += [f"    export KUBECONFIG={kube['kubeconfig']}",
+                  f"    {kube_bin_dir() / 'kubectl'} get nodes"]
     return "\n".join(lines)
 
 
@@ -163,6 +194,16 @@ def _tcp_port(value: str) -> int | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
     if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _any_port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 <= port < 65536:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
 

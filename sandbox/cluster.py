@@ -6,6 +6,7 @@ exists, so `down` (or the next `up` after a crash) removes exactly that and noth
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, leftovers, netns, procs
+from sandbox import central, kube, leftovers, netns, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -46,6 +47,8 @@ class Sandbox:
         self.nb_remote = central.nb_remote(config)
         self.sb_remote = central.sb_remote(config)
         self.nb_tcp_remote = central.nb_tcp_remote(config)
+        # The admin kubeconfig (exists while a sandbox with config.kube is up).
+        self.kubeconfig = kube.kubeconfig(config)
         self.nodes: list[SandboxNode] = [make_node(config, i) for i in range(1, config.nodes + 1)]
         self._daemons: list[procs.Daemon] = []
         self._blackholes: list[str] = []
@@ -105,10 +108,13 @@ class Sandbox:
         kept in the state dir for reading.
         """
         t0 = time.monotonic()
-        check_prerequisites()
+        check_prerequisites(self.config)
         self._clear_leftovers(progress)
         if self.config.nb_tcp_port is not None:
             central.check_tcp_port_free(self.config.nb_tcp_port)
+        if self.config.kube:
+            # Ports set to 0 become free ones now; state.json records them.
+            self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / MARKER).touch()
         self._daemons, self._blackholes = [], []
@@ -125,6 +131,8 @@ class Sandbox:
         progress(f"sandbox up in {time.monotonic() - t0:.1f}s")
 
     def _start(self, progress: Callable[[str], None]) -> None:
+        # etcd and kube-apiserver boot (seconds of CPU) while OVN comes up.
+        pki = kube.start_control_plane(self.config, self._record) if self.config.kube else None
         central.start_central(self.config, self._record)
         added, warnings = netns.add_blackholes(self.config.blackhole_ranges)
         self._blackholes = added
@@ -142,6 +150,11 @@ class Sandbox:
         for node in self.nodes:
             progress(f"{node.name}: netns {node.netns}, underlay {node.underlay_ip}, "
                      "chassis registered")
+        if pki is not None:
+            kube.finish_up(kube.KubeUp(
+                config=self.config, pki=pki, nodes={n.name: n.underlay_ip for n in self.nodes},
+                nb_remote=self.nb_remote, record=self._record, daemons=lambda: self._daemons,
+                progress=progress))
 
     def wait_chassis(self, timeout: float = 30) -> None:
         """Wait until every node's ovn-controller has registered its chassis in the SB."""
@@ -227,7 +240,11 @@ class Sandbox:
 
     def _teardown(self, keep_logs: bool) -> list[str]:
         """Remove everything this sandbox may have created; never fails half-way."""
-        done = procs.stop_daemons(self._known_daemons())
+        # Clients of etcd and the NB first: kube-apiserver takes long to stop without etcd.
+        known = self._known_daemons()
+        late = {"etcd", *procs.DAEMON_BINARIES}
+        done = procs.stop_daemons([d for d in known if d.binary not in late])
+        done += procs.stop_daemons([d for d in known if d.binary in late])
         # Pods first, the underlay last: deleting a node netns also destroys its veth ends.
         for ns in sorted(netns.sandbox_netns(self.config.prefix), key=self._netns_order):
             try:
@@ -257,7 +274,8 @@ class Sandbox:
                 "sb_remote": self.sb_remote, "nb_tcp_remote": self.nb_tcp_remote}
         if not self._state_path.exists():
             return {**base, "state": "down", "up": False, "daemons": [], "nodes": [],
-                    "blackholes": [], "started_at": None, "prefix": self.config.prefix}
+                    "blackholes": [], "started_at": None, "prefix": self.config.prefix,
+                    "kube": None}
         loaded = Sandbox.load(self.state_dir)
         daemons = []
         for d in loaded._daemons:
@@ -283,6 +301,9 @@ class Sandbox:
             "daemons": daemons,
             "nodes": [_node_json(n) for n in loaded.nodes],
             "blackholes": loaded._blackholes,
+            "kube": ({"kubeconfig": str(loaded.kubeconfig),
+                      "apiserver": kube.apiserver_url(loaded.config)}
+                     if loaded.config.kube else None),
         }
 
 
@@ -291,9 +312,12 @@ def require_root() -> None:
         raise SandboxError("the sandbox needs root (network namespaces, routes): use sudo")
 
 
-def check_prerequisites() -> None:
-    """Root and the OVS/OVN tools: say plainly what is missing before touching anything."""
+def check_prerequisites(config: SandboxConfig | None = None) -> None:
+    """Root, the OVS/OVN tools and (if config.kube) the Kubernetes binaries: say plainly what
+    is missing before touching anything."""
     require_root()
+    if config is not None and config.kube:
+        kube.check_binaries()
     missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
     if missing:
         raise SandboxError(

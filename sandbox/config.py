@@ -38,9 +38,17 @@ class SandboxConfig:
     prefix: str = "kovn"
     underlay_cidr: str = "203.0.113.0/24"
     nb_tcp_port: int | None = 6641
+    # The Kubernetes control plane (etcd, apiserver, controller-manager, scheduler) and the
+    # node heartbeat; False starts only OVN. Ports are on 127.0.0.1; 0 picks a free one at
+    # `up` (state.json records the port chosen).
+    kube: bool = True
+    apiserver_port: int = 6443
+    etcd_port: int = 2379
+    etcd_peer_port: int = 2380
+    # The kovn controller as a daemon of the sandbox (needs kube); tests run their own.
+    controller: bool = True
     blackhole_ranges: tuple[str, ...] = (
         "198.51.100.0/24",
-        "203.0.113.0/24",
         "100.64.0.0/16",
         "10.16.0.0/16",
         "10.96.0.0/16",
@@ -61,6 +69,14 @@ class SandboxConfig:
             raise ValueError(f"nb_tcp_port must be 1..65535 or None, got {self.nb_tcp_port}")
         for cidr in self.blackhole_ranges:
             ipaddress.ip_network(cidr)
+        for field in ("apiserver_port", "etcd_port", "etcd_peer_port"):
+            port = getattr(self, field)
+            if not 0 <= port < 65536:
+                raise ValueError(f"{field} must be 0 (any free port) or 1..65535, got {port}")
+        taken = [p for p in (self.apiserver_port, self.etcd_port, self.etcd_peer_port,
+                             self.nb_tcp_port) if p]
+        if len(taken) != len(set(taken)):
+            raise ValueError(f"the sandbox's TCP ports must differ, got {sorted(taken)}")
 
     def node_name(self, index: int) -> str:
         """Name of node `index` (1-based); also its OVN chassis name."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 import subprocess
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from sandbox.procs import run
 
@@ -117,9 +119,15 @@ def add_blackholes(ranges: Iterable[str]) -> tuple[list[str], list[str]]:
     it goes and we must not break that.
     """
     existing = [(r, net) for r in root_routes() if (net := _route_net(r)) is not None]
+    known = known_hosts()
     added, warnings = [], []
     for cidr in ranges:
         net = ipaddress.ip_network(cidr, strict=False)
+        used = next(((ip, name) for ip, name in known if ip in net), None)
+        if used is not None:
+            warnings.append(f"not blackholing {cidr}: this machine reaches {used[1]} at "
+                            f"{used[0]}")
+            continue
         clash = next((r for r, other in existing
                       if other.version == net.version and other.overlaps(net)), None)
         if clash is not None:
@@ -133,6 +141,30 @@ def add_blackholes(ranges: Iterable[str]) -> tuple[list[str], list[str]]:
             continue
         added.append(str(net))
     return added, warnings
+
+
+PACKAGE_HOSTS = ("pypi.org", "files.pythonhosted.org", "deb.debian.org",
+                 "security.debian.org", "proxy.golang.org", "sum.golang.org")
+
+
+def known_hosts(names: Iterable[str] = PACKAGE_HOSTS,
+                timeout: float = 2.0) -> list[tuple[ipaddress.IPv4Address, str]]:
+    """Where this machine reaches its package mirrors. Documentation ranges are not always
+    unused: here PyPI, Debian and the Go proxy answer at 203.0.113.80, and a blackhole over
+    them would cut the machine off its packages while a sandbox is up."""
+
+    def resolve(name: str) -> list[tuple[ipaddress.IPv4Address, str]]:
+        try:
+            infos = socket.getaddrinfo(name, 443, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return []
+        return [(ipaddress.IPv4Address(info[4][0]), name) for info in infos]
+
+    pool = ThreadPoolExecutor(max_workers=len(tuple(names)) or 1)
+    futures = [pool.submit(resolve, name) for name in names]
+    done, _ = wait(futures, timeout=timeout)
+    pool.shutdown(wait=False)
+    return [pair for future in done for pair in future.result()]
 
 
 def remove_blackholes(ranges: Iterable[str]) -> list[str]:

@@ -21,6 +21,8 @@ from sandbox.errors import SandboxError
 
 # The daemons the sandbox starts; used to recognise our processes in leftovers.
 DAEMON_BINARIES = ("ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller")
+# Programs that do not daemonize themselves (see spawn_daemon); we write their pidfiles.
+SPAWNED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
 def run(
@@ -61,6 +63,13 @@ class Daemon:
     log: str
     pid: int | None = None
     netns: str | None = None
+    # argv elements that identify the process; None means `--pidfile=<pidfile>`, which every
+    # OVS daemon has. Programs without a --pidfile option name a file of this sandbox instead.
+    match: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.match is not None:
+            object.__setattr__(self, "match", tuple(self.match))  # JSON gives a list
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,14 +96,16 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def is_our_process(pid: int, binary: str, pidfile: str | Path) -> bool:
-    """True if pid is alive and is `binary` started with `--pidfile=<pidfile>`."""
+def is_our_process(
+    pid: int, binary: str, pidfile: str | Path, match: Sequence[str] | None = None
+) -> bool:
+    """True if pid is alive and is `binary` started with `--pidfile=<pidfile>` (or `match`)."""
     argv = cmdline(pid)
     if not argv or os.path.basename(argv[0]) != binary:
         return False
     if _is_zombie(pid):
         return False
-    return f"--pidfile={pidfile}" in argv
+    return all(m in argv for m in (match or [f"--pidfile={pidfile}"]))
 
 
 def _is_zombie(pid: int) -> bool:
@@ -108,7 +119,7 @@ def _is_zombie(pid: int) -> bool:
 def live_pid(daemon: Daemon) -> int | None:
     """The daemon's pid if it is running (pidfile first, else the recorded pid), else None."""
     for pid in (read_pidfile(daemon.pidfile), daemon.pid):
-        if pid and is_our_process(pid, daemon.binary, daemon.pidfile):
+        if pid and is_our_process(pid, daemon.binary, daemon.pidfile, daemon.match):
             return pid
     return None
 
@@ -146,6 +157,47 @@ def start_daemon(
                   netns=netns)
 
 
+# Detaches "$@" the way OVS's --detach does: the shell forks it into the background and exits,
+# so the daemon is reparented to init (never our zombie) and keeps running after `up` ends.
+_DETACH = 'cd "$1" && shift && log=$1 && shift && "$@" </dev/null >>"$log" 2>&1 & echo $!'
+
+
+def spawn_daemon(
+    name: str,
+    argv: Sequence[str],
+    *,
+    pidfile: Path,
+    log: Path,
+    match: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Daemon:
+    """Start a program that cannot daemonize itself, detached, and write its pidfile for it.
+
+    `match` must name argv elements unique to this daemon and sandbox (a file in its state
+    dir), since such programs have no `--pidfile=`. Returns once the program runs (has exec'd).
+    """
+    binary = os.path.basename(argv[0])
+    full_env = {**os.environ, **env} if env else None
+    try:
+        proc = subprocess.run(
+            ["sh", "-c", _DETACH, "sh", str(cwd or "/"), str(log), *argv],
+            capture_output=True, text=True, env=full_env, timeout=10, check=True)
+        pid = int(proc.stdout.strip())
+    except (subprocess.SubprocessError, ValueError) as exc:
+        raise SandboxError(f"{name} did not start ({exc}); see {log}") from exc
+    pidfile.write_text(f"{pid}\n")
+    daemon = Daemon(name=name, binary=binary, pidfile=str(pidfile), log=str(log), pid=pid,
+                    match=tuple(match) if match else None)
+    # The background child may not have exec'd yet: until it has, its cmdline is the shell's.
+    deadline = time.monotonic() + 5
+    while live_pid(daemon) is None:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid) or time.monotonic() > deadline:
+            raise SandboxError(f"{name} exited right after starting; see {log}")
+        time.sleep(0.01)
+    return daemon
+
+
 def stop_daemons(daemons: Iterable[Daemon], timeout: float = 5) -> list[str]:
     """SIGTERM every running daemon, wait for all to exit, SIGKILL those that do not.
 
@@ -173,7 +225,7 @@ def stop_daemons(daemons: Iterable[Daemon], timeout: float = 5) -> list[str]:
 
 
 def _alive(pid: int, daemon: Daemon) -> bool:
-    return is_our_process(pid, daemon.binary, daemon.pidfile)
+    return is_our_process(pid, daemon.binary, daemon.pidfile, daemon.match)
 
 
 def _wait_gone(pid: int, daemon: Daemon, timeout: float) -> None:
@@ -195,12 +247,21 @@ def find_pidfiles(state_dir: Path) -> list[Path]:
 
 
 def daemon_from_pidfile(pidfile: Path) -> Daemon | None:
-    """Reconstruct a Daemon record from a pidfile whose process is alive and is ours."""
+    """Reconstruct a Daemon record from a pidfile whose process is alive and is ours.
+
+    An OVS daemon is ours if it was started with that `--pidfile=`; a spawned one (no such
+    option) if it is a known program that names a file in the pidfile's directory.
+    """
     pid = read_pidfile(pidfile)
     if pid is None:
         return None
     argv = cmdline(pid)
     binary = os.path.basename(argv[0]) if argv else ""
-    if binary not in DAEMON_BINARIES or not is_our_process(pid, binary, pidfile):
-        return None
-    return Daemon(name=str(pidfile), binary=binary, pidfile=str(pidfile), log="", pid=pid)
+    if binary in DAEMON_BINARIES and is_our_process(pid, binary, pidfile):
+        return Daemon(name=str(pidfile), binary=binary, pidfile=str(pidfile), log="", pid=pid)
+    mine = [a for a in argv[1:] if str(pidfile.parent) + "/" in a]
+    spawned = binary in SPAWNED_BINARIES or binary.startswith("python")
+    if spawned and mine and not _is_zombie(pid):
+        return Daemon(name=str(pidfile), binary=binary, pidfile=str(pidfile), log="", pid=pid,
+                      match=(mine[0],))
+    return None

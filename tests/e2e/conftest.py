@@ -1,5 +1,6 @@
-"""Shared e2e machinery: skip e2e tests where the sandbox cannot run, and one sandbox per
-session for tests that only need a running OVN.
+"""Shared e2e machinery: skip e2e tests where the sandbox cannot run, one OVN-only sandbox
+per session for tests that only need a running OVN, and one with the Kubernetes control
+plane (`kube_sandbox`) for tests that need the API.
 
 e2e tests start real daemons in network namespaces, so they need root and the OVS/OVN
 packages; elsewhere they are skipped with the reason, never failed.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import kube
 from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
 from sandbox.config import SandboxConfig
 from sandbox.leftovers import sandboxes_using_prefix
@@ -25,7 +27,8 @@ from sandbox.leftovers import sandboxes_using_prefix
 # differ from a user's `kovn` sandbox, so the tests can run while that one is up.
 SESSION_PREFIX = "kvt"
 CLI_PREFIX = "kvc"
-TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX)
+KUBE_PREFIX = "kvk"
+TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX, KUBE_PREFIX)
 # Held for a whole e2e session: two test runs on one machine would share the test prefixes.
 LOCK_FILE = Path("/tmp/kovn-e2e.lock")
 
@@ -39,13 +42,29 @@ def _why_no_sandbox() -> str | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "run_last: run at the end of the session (a test that waits for time to "
+        "pass on a shared sandbox waits less after the others)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)  # stable
     reason = _why_no_sandbox()
     if reason is None:
         return
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def why_no_kube() -> str | None:
+    """Why tests needing the Kubernetes control plane cannot run here, or None."""
+    try:
+        kube.check_binaries()
+    except SandboxError as exc:
+        return str(exc)
+    return None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,12 +89,35 @@ def e2e_lock() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def e2e_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """A 2-node sandbox shared by the session (no NB TCP port), always taken down at the end."""
+    """A 2-node OVN sandbox shared by the session (no NB TCP port, no Kubernetes), always
+    taken down at the end."""
     config = SandboxConfig(
-        state_dir=tmp_path_factory.mktemp("sandbox"), prefix=SESSION_PREFIX, nb_tcp_port=None
+        state_dir=tmp_path_factory.mktemp("sandbox"), prefix=SESSION_PREFIX, nb_tcp_port=None,
+        kube=False, controller=False,
     )
     sandbox = Sandbox(config)
     # A failing up() has already stopped everything (keeping its logs for reading).
+    sandbox.up(progress=lambda _line: None)
+    try:
+        yield sandbox
+    finally:
+        with contextlib.suppress(SandboxError):
+            sandbox.down()
+
+
+@pytest.fixture(scope="session")
+def kube_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A 2-node sandbox with the Kubernetes control plane and Ready nodes, shared by the
+    session; no kovn controller (tests run their own), free ports, always taken down."""
+    reason = why_no_kube()
+    if reason is not None:
+        pytest.skip(reason)
+    config = SandboxConfig(
+        state_dir=tmp_path_factory.mktemp("kube-sandbox"), prefix=KUBE_PREFIX,
+        nb_tcp_port=None, kube=True, controller=False,
+        apiserver_port=0, etcd_port=0, etcd_peer_port=0,
+    )
+    sandbox = Sandbox(config)
     sandbox.up(progress=lambda _line: None)
     try:
         yield sandbox

@@ -42,7 +42,7 @@ class Cli:
         return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
 
     def up(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self("up", "--prefix", CLI_PREFIX, "--nb-tcp-port", "none", *args)
+        return self("up", "--prefix", CLI_PREFIX, "--nb-tcp-port", "none", "--no-kube", *args)
 
 
 def _blackholes() -> set[str]:

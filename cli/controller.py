@@ -1,0 +1,42 @@
+"""`kovn controller`: the operator (Kubernetes -> OVN NB)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from controller.config import ClusterConfig
+from northbound.connection import DEFAULT_NB, NorthboundUnavailable
+
+
+def run(args: argparse.Namespace) -> int:
+    from operators.main import run as run_operator
+
+    config = ClusterConfig(default_cidr=args.default_cidr, join_cidr=args.join_cidr,
+                           service_cidr=args.service_cidr, mtu=args.mtu)
+    try:
+        return run_operator(args.nb, args.kubeconfig, config, args.resync)
+    except NorthboundUnavailable as exc:
+        print(f"kovn: {exc}", file=sys.stderr)
+        return 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "controller", help="run the controller: Kubernetes objects -> OVN NB rows",
+        description="Watch Subnets, Namespaces, Nodes and Pods; allocate addresses; keep the "
+        "OVN northbound database in step; annotate pods with kovn.io/pod-network.")
+    parser.add_argument("--nb", default=os.environ.get("KOVN_NB", DEFAULT_NB),
+                        help=f"NB address (default $KOVN_NB or {DEFAULT_NB})")
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                        help="kubeconfig (default $KUBECONFIG, else in-cluster)")
+    parser.add_argument("--default-cidr", default=os.environ.get("KOVN_DEFAULT_CIDR",
+                                                                 "10.16.0.0/16"))
+    parser.add_argument("--join-cidr", default="100.64.0.0/16")
+    parser.add_argument("--service-cidr", default="10.96.0.0/16")
+    parser.add_argument("--mtu", type=int, default=1400)
+    parser.add_argument("--resync", type=float, default=60.0,
+                        help="seconds between full reconciles (drift repair, GC)")
+    parser.set_defaults(func=run)

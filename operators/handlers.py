@@ -1,0 +1,62 @@
+"""kopf registrations: watch events go into the cache; the worker does the rest.
+
+Raw watch events (`on.event`) rather than kopf's create/update/delete handlers: those store
+per-object progress in annotations and add finalizers, which would double the API writes per
+pod, and an operator outage must never block pod deletion. Level-triggered recovery comes
+from the start-up listing and the periodic full reconcile instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from operators.state import slim
+from operators.worker import Controller
+
+LOG = logging.getLogger(__name__)
+WATCHED = (
+    ("subnets", "Subnet", "kovn.io", "v1", "subnets"),
+    ("namespaces", "Namespace", "", "v1", "namespaces"),
+    ("nodes", "Node", "", "v1", "nodes"),
+    ("pods", "Pod", "", "v1", "pods"),
+)
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """Wire `controller` into a kopf registry."""
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # kopf's own log-events would flood the API
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+        await asyncio.get_running_loop().run_in_executor(None, controller.start)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # kopf's kubeconfig reader, not its `kubernetes`-client login: the latter does not
+        # cope with the client's v3x API.
+        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        controller.stop()
+
+    for kind, kind_name, group, version, plural in WATCHED:
+        api_version = f"{group}/{version}" if group else version
+        _watch(registry, controller, kind, kind_name, api_version, group, version, plural)
+
+
+def _watch(registry: kopf.OperatorRegistry, controller: Controller, kind: str, kind_name: str,
+           api_version: str, group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, registry=registry)
+    async def on_event(event: dict[str, Any], **_: Any) -> None:
+        obj = slim(kind_name, api_version, event["object"])
+        if event.get("type") == "DELETED":
+            controller.cache.forget(kind, obj)
+        else:
+            controller.cache.store(kind, obj)

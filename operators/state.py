@@ -1,0 +1,99 @@
+"""What the controller knows between flushes, and the batch one flush builds.
+
+The worker thread is the only writer of this state (IPAM included), so it needs no locks;
+watch handlers only touch the ClusterCache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.config import ClusterConfig
+from controller.ipam import IPAM
+from controller.subnets import Binding, Problem, SubnetSpec
+from northbound.rows import NbRow, Owner
+from operators.cache import ClusterCache
+from operators.kubeapi import KubeAPI
+
+JOIN_POOL = "join"
+SUBNET_FINALIZER = "kovn.io/subnet-protection"
+
+
+def slim(kind: str, api_version: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the fields the controller reads: 10,000 full pods would cost ~100 MB, and list
+    responses omit kind/apiVersion, which Events need."""
+    meta = obj.get("metadata", {})
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "annotations",
+                                      "deletionTimestamp", "creationTimestamp", "finalizers",
+                                      "resourceVersion", "generation", "labels") if k in meta}
+    out: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": slim_meta}
+    if kind == "Pod":
+        out["spec"] = {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec}
+        out["status"] = {k: status[k] for k in ("phase",) if k in status}
+    elif kind == "Subnet":
+        out["spec"], out["status"] = spec, status
+    elif kind == "Node":
+        out["status"] = {"addresses": status.get("addresses", [])}
+    return out
+
+
+@dataclass(frozen=True)
+class Publish:
+    """An API write that must follow the NB commit (an annotation, a finalizer release).
+
+    `token` is what it writes (e.g. the annotation value): the same token already written or
+    in flight for the same object is not written again."""
+
+    kind: str
+    key: str
+    token: str
+    write: Callable[[], None]
+
+
+@dataclass
+class Batch:
+    """Rows for the owners this flush touched, and API writes to do once NB has them."""
+
+    rows: dict[Owner, list[NbRow]] = field(default_factory=dict)
+    after_commit: list[Publish] = field(default_factory=list)
+
+
+@dataclass
+class State:
+    config: ClusterConfig
+    kube: KubeAPI
+    cache: ClusterCache
+    ipam: IPAM = field(default_factory=IPAM)
+    subnets: dict[str, SubnetSpec] = field(default_factory=dict)
+    """Valid subnets (they have a switch and a pool)."""
+    problems: dict[str, list[Problem]] = field(default_factory=dict)
+    binding: Binding = field(default_factory=lambda: Binding(default=""))
+    applied: dict[Owner, tuple[NbRow, ...]] = field(default_factory=dict)
+    """Rows last written per owner: an unchanged owner costs no NB work."""
+    waiting: set[str] = field(default_factory=set)
+    """Pods without an address (subnet not ready, exhausted...): retried when things change."""
+    reported: dict[str, str] = field(default_factory=dict)
+    """Last Event message per object key: the same problem is reported once, not per flush."""
+    written: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Token last written (or being written) per (kind, key): publishing runs behind the
+    worker, and the watch event carrying our own write may come later than the next flush."""
+
+    def publish(self, batch: Batch, kind: str, key: str, token: str,
+                write: Callable[[], None]) -> None:
+        if self.written.get((kind, key)) == token:
+            return
+        self.written[(kind, key)] = token
+        batch.after_commit.append(Publish(kind, key, token, write))
+
+    def report(self, key: str, obj: Mapping[str, Any], reason: str, message: str,
+               kind: str = "Warning") -> None:
+        if self.reported.get(key) == f"{reason}: {message}":
+            return
+        self.reported[key] = f"{reason}: {message}"
+        self.kube.event(obj, reason, message, kind)
+
+    def resolved(self, key: str) -> None:
+        self.reported.pop(key, None)
