@@ -26,6 +26,7 @@ from northbound.rows import (
     LogicalSwitchPort,
     NbRow,
     Owner,
+    SwitchACL,
 )
 
 
@@ -65,8 +66,8 @@ def cluster_rows(config: ClusterConfig) -> list[NbRow]:
     ]
 
 
-def subnet_rows(spec: SubnetSpec) -> list[NbRow]:
-    """A valid Subnet's switch, linked to the cluster router."""
+def subnet_rows(spec: SubnetSpec, config: ClusterConfig | None = None) -> list[NbRow]:
+    """A valid Subnet's switch, linked to the cluster router (and isolated when private)."""
     owner = subnet_owner(spec.name)
     other_config = {"subnet": spec.cidr}
     if spec.exclude_ips:
@@ -74,7 +75,28 @@ def subnet_rows(spec: SubnetSpec) -> list[NbRow]:
     switch = LogicalSwitch(owner=owner, name=names.subnet_switch(spec.name),
                            other_config=other_config,
                            load_balancer_groups=frozenset({names.CLUSTER_LB_GROUP}))
-    return [switch, *_router_link(owner, switch.name, spec.gateway, spec.prefixlen)]
+    rows = [switch, *_router_link(owner, switch.name, spec.gateway, spec.prefixlen)]
+    if spec.private:
+        rows += private_acls(spec, config or ClusterConfig())
+    return rows
+
+
+def private_acls(spec: SubnetSpec, config: ClusterConfig) -> list[NbRow]:
+    """`private: true`: only the subnet itself, the nodes (join) and `allowSubnets` may open
+    connections to its pods. Its own traffic out is committed to conntrack (allow-related),
+    so replies to connections its pods open still come back."""
+    owner = subnet_owner(spec.name)
+    switch = names.subnet_switch(spec.name)
+    allowed = ", ".join(dict.fromkeys([spec.cidr, config.join_cidr, *spec.allow_subnets]))
+    return [
+        SwitchACL(owner=owner, switch=switch, direction="from-lport", priority=1000,
+                  match=f"ip4.src == {spec.cidr}", action="allow-related"),
+        SwitchACL(owner=owner, switch=switch, direction="to-lport", priority=1000,
+                  match=f"ip4.dst == {spec.cidr} && ip4.src == {{{allowed}}}",
+                  action="allow-related"),
+        SwitchACL(owner=owner, switch=switch, direction="to-lport", priority=999,
+                  match=f"ip4.dst == {spec.cidr}", action="drop"),
+    ]
 
 
 def node_rows(node: str, network: NodeNetwork) -> list[NbRow]:

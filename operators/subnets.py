@@ -48,7 +48,7 @@ def sync_subnets(state: State, batch: Batch) -> bool:
         batch.rows[topology.subnet_owner(name)] = []
     for name, spec in valid.items():
         state.ipam.set_pool(name, spec.cidr, spec.gateway, spec.exclude_ips)
-        batch.rows[topology.subnet_owner(name)] = topology.subnet_rows(spec)
+        batch.rows[topology.subnet_owner(name)] = topology.subnet_rows(spec, state.config)
     for name in problems:
         if problems[name]:
             batch.rows[topology.subnet_owner(name)] = []

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from controller.config import ClusterConfig
+from controller.subnets import SubnetSpec
+from controller.topology import private_acls
 from northbound import names
 from northbound.connection import NbConnection
 from northbound.reconciler import Reconciler
@@ -123,3 +126,18 @@ def test_hand_deleted_port_is_restored_by_apply(net: Net) -> None:
     repaired = net.reconciler.reconcile(net.rows())
     assert [c.row.key for c in repaired.creates] == [port]
     eventually(lambda: net.tcp("red-1", "blue-2") is not None, what="traffic back after repair")
+
+
+def test_private_subnet_acls_with_real_packets(net: Net) -> None:
+    """The controller's ACLs for `private: true` on switch blue: red cannot open connections
+    into blue, blue can open them to red (replies come back), blue talks to blue."""
+    spec = SubnetSpec(name="blue", cidr="10.17.0.0/16", gateway="10.17.0.1", private=True)
+    net.reconciler.reconcile(net.rows(*private_acls(spec, ClusterConfig())))
+    try:
+        eventually(lambda: net.tcp("red-1", "blue-2") is None, what="red blocked from blue")
+        assert net.tcp("red-2", "blue-1") is None
+        assert net.tcp("blue-2", "red-1") is not None, "blue's own connections get replies"
+        assert net.tcp("blue-1", "blue-2") is not None, "inside the private subnet"
+    finally:
+        net.reconciler.reconcile(net.rows())
+    eventually(lambda: net.tcp("red-1", "blue-2") is not None, what="open again")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -306,3 +307,20 @@ def test_default_subnet_object_follows_the_config() -> None:
     spec = parse_subnet(topology.default_subnet_object(config))
     assert (spec.name, spec.cidr, spec.gateway, spec.default) == (
         "pods", "172.20.0.0/20", "172.20.0.1", True)
+
+
+def test_private_subnet_acls_admit_only_itself_nodes_and_allowed() -> None:
+    spec = SubnetSpec(name="secret", cidr="10.50.0.0/16", gateway="10.50.0.1", private=True,
+                      allow_subnets=("10.17.0.0/16",))
+    acls = [r for r in topology.subnet_rows(spec, CONFIG) if r.TABLE == "ACL"]
+    by_priority = {(a.direction, a.priority): a for a in acls}
+    admit = by_priority[("to-lport", 1000)]
+    assert admit.action == "allow-related"
+    assert admit.match == ("ip4.dst == 10.50.0.0/16 && "
+                           "ip4.src == {10.50.0.0/16, 100.64.0.0/16, 10.17.0.0/16}")
+    deny = by_priority[("to-lport", 999)]
+    assert (deny.match, deny.action) == ("ip4.dst == 10.50.0.0/16", "drop")
+    assert by_priority[("from-lport", 1000)].action == "allow-related"
+    assert all(a.switch == "secret" for a in acls)
+    assert not [r for r in topology.subnet_rows(dataclasses.replace(spec, private=False))
+                if r.TABLE == "ACL"]
