@@ -23,6 +23,7 @@ from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from northbound import fastjson
 from northbound.observe import monitored_columns
+from northbound.owner_index import OwnerIndex
 from northbound.rows import TABLES
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +72,18 @@ def _fetch_schema(remote: str, timeout: float) -> Any:
     return outcome["helper"]
 
 
+class _IndexedIdl(ovsdbapp_connection.OvsdbIdl):
+    """The IDL, telling the owner index about every row it creates, changes or deletes."""
+
+    def __init__(self, owner_index: OwnerIndex, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner_index = owner_index
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        self._owner_index.notify(event, row)
+        super().notify(event, row, updates)
+
+
 class NbConnection:
     """Owns one IDL connection to NB and the ovsdbapp API object bound to it."""
 
@@ -81,6 +94,7 @@ class NbConnection:
         self.timeout = timeout
         self._tables = tuple(tables) if tables is not None else TABLES + EXTRA_TABLES
         self.api: Any = None
+        self.owner_index = OwnerIndex()
 
     def start(self) -> NbConnection:
         helper = _fetch_schema(self.remote, self.timeout)
@@ -90,7 +104,7 @@ class NbConnection:
                 helper.register_columns(table, sorted(columns[table]))
             else:
                 helper.register_table(table)
-        idl = ovsdbapp_connection.OvsdbIdl(self.remote, helper, leader_only=False)
+        idl = _IndexedIdl(self.owner_index, self.remote, helper, leader_only=False)
         conn = ovsdbapp_connection.Connection(idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
         api_class = type("KovnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})

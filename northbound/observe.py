@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from northbound import names
+from northbound.owner_index import OwnerIndex, holds, owner_of, row_is_owned
 from northbound.plan import Observed
 from northbound.rows import (
     ACL,
@@ -20,6 +20,8 @@ from northbound.rows import (
     SwitchACL,
     field_specs,
 )
+
+__all__ = ["OwnerIndex", "monitored_columns", "observe", "owner_of"]
 
 ROW_CLASS: dict[str, type[NbRow]] = {}
 for _cls in ROW_TYPES:
@@ -35,22 +37,6 @@ CONTAINMENT: tuple[tuple[str, str], ...] = (
     ("Logical_Router", "nat"),
     ("Port_Group", "acls"),
 )
-
-
-def row_is_owned(table: str, idl_row: Any) -> bool:
-    if table == "Load_Balancer_Group":
-        return idl_row.name in names.OWNED_LB_GROUPS
-    return names.is_owned(idl_row.external_ids)
-
-
-def owner_of(table: str, idl_row: Any) -> Owner | None:
-    """The Kubernetes owner of a row, or None when the row is not kovn's."""
-    if not row_is_owned(table, idl_row):
-        return None
-    if table == "Load_Balancer_Group":
-        return Owner(names.OwnerType.CLUSTER, names.CLUSTER_OWNER)
-    ids = idl_row.external_ids
-    return Owner(ids[names.OWNER_TYPE_KEY], ids[names.OWNER_KEY])
 
 
 def _parents(
@@ -82,7 +68,7 @@ def _db_columns(cls: type[NbRow], idl_row: Any) -> dict[str, Any]:
     return cols
 
 
-def _db_references(cls: type[NbRow], idl_row: Any, owned: set[Any]) -> dict[str, frozenset[str]]:
+def _db_references(cls: type[NbRow], idl_row: Any, owned: Any) -> dict[str, frozenset[str]]:
     return {
         f.column: frozenset(t.name for t in getattr(idl_row, f.column) if t.uuid in owned)
         for f in field_specs(cls)
@@ -90,25 +76,68 @@ def _db_references(cls: type[NbRow], idl_row: Any, owned: set[Any]) -> dict[str,
     }
 
 
-def observe(
-    tables: Mapping[str, Any], owners: Collection[Owner] | None = None
-) -> list[Observed]:
-    """Every kovn-owned row in `tables` (IDL tables), or only those of `owners`."""
-    wanted_owners = set(owners) if owners is not None else None
-    owned: set[Any] = set()
-    candidates: list[tuple[str, Any]] = []
-    for table in ROW_CLASS:
+def _scoped_parents(
+    tables: Mapping[str, Any], candidates: list[tuple[str, Any]], index: OwnerIndex
+) -> tuple[dict[Any, tuple[str, str, Any]], dict[Any, int]]:
+    """_parents() for just the candidate rows: the containers are few (switches, routers,
+    port groups), so a membership test per container beats walking every child in NB."""
+    held: dict[Any, tuple[str, str, Any]] = {}
+    foreign: dict[Any, int] = {}
+    child_tables = {"Logical_Switch": {"ports": "Logical_Switch_Port", "acls": "ACL",
+                                       "qos_rules": "QoS"},
+                    "Logical_Router": {"ports": "Logical_Router_Port",
+                                       "static_routes": "Logical_Router_Static_Route",
+                                       "nat": "NAT"},
+                    "Port_Group": {"acls": "ACL"}}
+    for table, column in CONTAINMENT:
         if table not in tables:
             continue
-        for idl_row in tables[table].rows.values():
-            if row_is_owned(table, idl_row):
-                owned.add(idl_row.uuid)
-                candidates.append((table, idl_row))
-    held, foreign = _parents(tables, owned)
+        kids = [row for t, row in candidates if t == child_tables[table][column]]
+        if kids:
+            for parent in tables[table].rows.values():
+                for kid in kids:
+                    if kid.uuid not in held and holds(parent, column, kid.uuid):
+                        held[kid.uuid] = (table, parent.name, parent.uuid)
+        for t, container in candidates:
+            if t == table:
+                strangers = sum(1 for c in getattr(container, column) if c.uuid not in index)
+                if strangers:
+                    foreign[container.uuid] = foreign.get(container.uuid, 0) + strangers
+    return held, foreign
+
+
+def observe(
+    tables: Mapping[str, Any],
+    owners: Collection[Owner] | None = None,
+    index: OwnerIndex | None = None,
+) -> list[Observed]:
+    """Every kovn-owned row in `tables` (IDL tables), or only those of `owners`.
+
+    With an `index` a scoped observe costs what the owners own, not what NB holds; without
+    one (or for a full observe) every table is scanned, and the index, if any, rebuilt.
+    """
+    owned: Any
+    if owners is not None and index is not None:
+        candidates = [(t, r) for t, r in index.rows_of(tables, set(owners)) if t in ROW_CLASS]
+        owned = index
+        held, foreign = _scoped_parents(tables, candidates, index)
+    else:
+        if index is not None:
+            index.rebuild(tables)
+        wanted_owners = set(owners) if owners is not None else None
+        owned = set()
+        candidates = []
+        for table in ROW_CLASS:
+            if table not in tables:
+                continue
+            for idl_row in tables[table].rows.values():
+                if row_is_owned(table, idl_row):
+                    owned.add(idl_row.uuid)
+                    if wanted_owners is None or owner_of(table, idl_row) in wanted_owners:
+                        candidates.append((table, idl_row))
+        held, foreign = _parents(tables, owned)
     result: list[Observed] = []
     for table, idl_row in candidates:
-        if wanted_owners is not None and owner_of(table, idl_row) not in wanted_owners:
-            continue
         parent_table, parent_name, parent_uuid = held.get(idl_row.uuid, ("", "", None))
         cls = ROW_CLASS[table]
         if table == "ACL":

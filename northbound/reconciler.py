@@ -33,7 +33,7 @@ class Reconciler:
         holder: list[list[Observed]] = []
 
         def read(tables: dict[str, Any]) -> Plan:
-            holder.append(observe(tables, owners))
+            holder.append(observe(tables, owners, self.nb.owner_index))
             return Plan()
 
         self.nb.execute(PlanCommand(self.nb.api, read))
@@ -53,7 +53,8 @@ class Reconciler:
         desired = list(desired)
         started = time.monotonic()
         result = self.nb.execute(
-            PlanCommand(self.nb.api, lambda tables: plan(desired, observe(tables, owners)))
+            PlanCommand(self.nb.api,
+                        lambda tables: plan(desired, observe(tables, owners, self.nb.owner_index)))
         )
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
