@@ -91,7 +91,8 @@ def main() -> int:
         state_dir = Path(tempfile.mkdtemp(prefix="kovn-bench-"))
         sandbox = Sandbox(SandboxConfig(state_dir=state_dir, prefix="kvb", nodes=2,
                                         nb_tcp_port=None, controller=False, kube=True,
-                                        apiserver_port=None))
+                                        workloads=False, apiserver_port=0, etcd_port=0,
+                                        etcd_peer_port=0))
         sandbox.up(progress=lambda line: print(f"  {line}", flush=True))
     else:
         sandbox = Sandbox.load(args.state_dir)

@@ -26,12 +26,28 @@ WATCHED = (
 )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf computes a deep-copied "essence" of every object on every event to diff it for
+    change handlers, even when, as here, only raw event handlers exist: that was 60% of the
+    controller's CPU at 2,000 pods. With no change handlers there is nothing to diff."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     """Wire `controller` into a kopf registry."""
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # kopf's own log-events would flood the API
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
         await asyncio.get_running_loop().run_in_executor(None, controller.start)

@@ -31,7 +31,7 @@ def now_rfc3339() -> str:
 
 
 class KubeAPI:
-    def __init__(self, kubeconfig: str | None = None, pool_size: int = 16) -> None:
+    def __init__(self, kubeconfig: str | None = None, pool_size: int = 24) -> None:
         config = kubernetes.client.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import kopf
 
@@ -18,7 +19,34 @@ LOG = logging.getLogger(__name__)
 
 
 def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float) -> int:
-    """Blocks until SIGTERM/SIGINT; returns the exit code."""
+    """Blocks until SIGTERM/SIGINT; returns the exit code.
+
+    KOVN_PROFILE=<file> profiles every thread with yappi (if installed) and writes the
+    functions by total time to <file> at exit: the way to see where a flush goes."""
+    profile = os.environ.get("KOVN_PROFILE")
+    if profile:
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        try:
+            return _run(nb_remote, kubeconfig, config, resync)
+        finally:
+            yappi.stop()
+            with open(profile, "w") as out:
+                stats = yappi.get_func_stats()
+                stats.sort("tsub")
+                for f in list(stats)[:80]:
+                    out.write(f"{f.tsub:9.3f} {f.ttot:9.3f} {f.ncall:9d} "
+                              f"{f.module.split('site-packages/')[-1]}:{f.lineno} {f.name}\n")
+    return _run(nb_remote, kubeconfig, config, resync)
+
+
+def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float) -> int:
+    # The NB connection thread does many short socket waits; while kopf's event loop is
+    # busy, each wait for the GIL costs up to the switch interval (5 ms by default): a
+    # two-row transaction took a second under a burst of pod events (the "convoy effect").
+    sys.setswitchinterval(0.0005)
     # kopf logs every handled event at INFO: millions of lines at 10,000 pods.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if kubeconfig:
