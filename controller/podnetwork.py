@@ -67,7 +67,7 @@ class PodNetwork:
     @property
     def address(self) -> str:
         """The IP without its prefix length."""
-        return str(ipaddress.ip_interface(self.ip).ip)
+        return self.ip.partition("/")[0]
 
     def encode(self) -> str:
         data = asdict(self)
@@ -105,7 +105,7 @@ class NodeNetwork:
 
     @property
     def address(self) -> str:
-        return str(ipaddress.ip_interface(self.ip).ip)
+        return self.ip.partition("/")[0]
 
     def encode(self) -> str:
         data = asdict(self)

@@ -22,8 +22,7 @@ WATCHED = (
     ("subnets", "Subnet", "kovn.io", "v1", "subnets"),
     ("namespaces", "Namespace", "", "v1", "namespaces"),
     ("nodes", "Node", "", "v1", "nodes"),
-    ("pods", "Pod", "", "v1", "pods"),
-)
+)  # pods: operators/podwatch.py (kopf's per-event cost is too high at thousands of pods)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

@@ -61,17 +61,48 @@ class KubeAPI:
 
     def list(self, path: str, page: int = 2000, selector: str = "") -> Iterator[dict[str, Any]]:
         """Every item of a collection (optionally with a label selector), paged."""
+        items, _ = self.list_versioned(path, page, selector)
+        return iter(items)
+
+    def list_versioned(self, path: str, page: int = 2000, selector: str = ""
+                       ) -> tuple[list[dict[str, Any]], str]:
+        """All items and the list's resourceVersion (where a watch resumes)."""
         base: dict[str, Any] = {"limit": page}
         if selector:
             base["labelSelector"] = selector
-        query = dict(base)
+        query, items = dict(base), []
         while True:
             result = self.call("GET", path, query=query)
-            yield from result.get("items", [])
-            token = result.get("metadata", {}).get("continue")
-            if not token:
-                return
-            query = {**base, "continue": token}
+            items.extend(result.get("items", []))
+            meta = result.get("metadata", {})
+            if not meta.get("continue"):
+                return items, meta.get("resourceVersion", "")
+            query = {**base, "continue": meta["continue"]}
+
+    def watch(self, path: str, resource_version: str, timeout: int = 300
+              ) -> Iterator[dict[str, Any]]:
+        """Watch events (dicts with type/object) from `resource_version`, until the server
+        ends the stream (after `timeout` seconds) or the connection breaks."""
+        query = {"watch": "1", "resourceVersion": resource_version,
+                 "allowWatchBookmarks": "true", "timeoutSeconds": timeout}
+        _, url, headers, _, _ = self.client.param_serialize(
+            "GET", path, query_params=list(query.items()),
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        response = self.client.call_api("GET", url, headers,
+                                        _request_timeout=(10, timeout + 30))
+        if response.status != 200:
+            raise KubeError(response.status, _reason(response.read()))
+        raw = response.response
+        buffer = b""
+        try:
+            for chunk in raw.stream(1 << 16):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
 
     def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.call("PATCH", path, body, "application/merge-patch+json")

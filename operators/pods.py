@@ -67,6 +67,7 @@ def sync_pod(state: State, batch: Batch, key: str) -> None:
     owner = topology.pod_owner(key)
     obj = state.cache.get("pods", key)
     if not wants_port(obj):
+        state.pod_memo.pop(key, None)
         state.written.pop(("pods", key), None)
         state.ipam.release(key)
         state.waiting.discard(key)
@@ -76,6 +77,12 @@ def sync_pod(state: State, batch: Batch, key: str) -> None:
     assert obj is not None
     meta = obj["metadata"]
     annotations = meta.get("annotations", {})
+    node = obj.get("spec", {}).get("nodeName", "")
+    memo = state.pod_memo.get(key)
+    if memo is not None and memo[:3] == (annotations.get(POD_NETWORK), meta.get("uid", ""),
+                                         node):
+        batch.rows[owner] = list(memo[3])
+        return
     network = recorded(obj)
     if network is not None and network.subnet not in state.subnets:
         # Pods never move: wait for their subnet to be valid again rather than readdress.
@@ -123,9 +130,10 @@ def sync_pod(state: State, batch: Batch, key: str) -> None:
         return
     state.waiting.discard(key)
     state.resolved(key)
-    batch.rows[owner] = topology.pod_rows(key, network, obj.get("spec", {}).get("nodeName", ""),
-                                          meta.get("uid", ""))
+    rows = topology.pod_rows(key, network, node, meta.get("uid", ""))
+    batch.rows[owner] = rows
     encoded = network.encode()
+    state.pod_memo[key] = (encoded, meta.get("uid", ""), node, tuple(rows))
     if annotations.get(POD_NETWORK) == encoded:
         return
     namespace, name = key.split("/", 1)

@@ -73,6 +73,9 @@ class State:
     binding: Binding = field(default_factory=lambda: Binding(default=""))
     applied: dict[Owner, tuple[NbRow, ...]] = field(default_factory=dict)
     """Rows last written per owner: an unchanged owner costs no NB work."""
+    pod_memo: dict[str, tuple[str, str, str, tuple[NbRow, ...]]] = field(default_factory=dict)
+    """Per pod: (annotation, uid, node, rows) of its last sync. A pod event that changes none
+    of these (status updates, our own annotation coming back) costs a dict lookup."""
     waiting: set[str] = field(default_factory=set)
     """Pods without an address (subnet not ready, exhausted...): retried when things change."""
     reported: dict[str, str] = field(default_factory=dict)

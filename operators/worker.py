@@ -20,8 +20,9 @@ from controller.ipam import IPAMError
 from northbound.reconciler import Reconciler
 from northbound.rows import CLUSTER, NbRow, Owner
 from operators import nodes, pods, subnets
-from operators.cache import ClusterCache, Dirty
+from operators.cache import KINDS, ClusterCache, Dirty
 from operators.kubeapi import SUBNETS, KubeAPI, KubeError, subnet_path
+from operators.podwatch import PodWatch
 from operators.state import Batch, Publish, State, slim
 
 LOG = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ LISTS = (
     ("subnets", "Subnet", "kovn.io/v1", SUBNETS),
     ("namespaces", "Namespace", "v1", "/api/v1/namespaces"),
     ("nodes", "Node", "v1", "/api/v1/nodes"),
-    ("pods", "Pod", "v1", "/api/v1/pods"),
 )
 
 
@@ -43,6 +43,7 @@ class Controller:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(publishers, thread_name_prefix="kovn-publish")
         self._thread: threading.Thread | None = None
+        self.pod_watch = PodWatch(kube, self.state.cache)
         self._last_full = 0.0
         self._last_usage = 0.0
 
@@ -58,6 +59,7 @@ class Controller:
         for kind, kind_name, api_version, path in LISTS:
             objs = [slim(kind_name, api_version, o) for o in self.state.kube.list(path)]
             self.cache.replace_all(kind, objs)
+        self.pod_watch.list_all()
         batch = Batch()
         subnets.sync_subnets(self.state, batch)
         nodes.ensure_join_pool(self.state)
@@ -71,11 +73,12 @@ class Controller:
         for key, obj in self.cache.snapshot("pods").items():
             pods.restore(self.state, key, obj)
         self._full_flush()
-        counts = {kind: len(self.cache.snapshot(kind)) for kind, *_ in LISTS}
+        counts = {kind: len(self.cache.snapshot(kind)) for kind in KINDS}
         LOG.info("controller ready in %.1fs: %s", time.monotonic() - started, counts)
         self.ready.set()
         self._thread = threading.Thread(target=self._run, name="kovn-worker", daemon=True)
         self._thread.start()
+        self.pod_watch.start()
 
     def _ensure_default_subnet(self) -> None:
         config = self.state.config
@@ -94,6 +97,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
+        self.pod_watch.stop()
         self.cache.wake()
         if self._thread:
             self._thread.join(timeout=10)
@@ -122,6 +126,7 @@ class Controller:
         state, batch = self.state, Batch()
         subnet_change = bool(dirty.subnets or dirty.namespaces or full)
         if subnet_change and subnets.sync_subnets(state, batch):
+            state.pod_memo.clear()  # pools may have moved under the pods
             dirty.nodes.update(self.cache.snapshot("nodes"))  # their routes list the subnets
             dirty.pods.update(state.waiting)
         elif subnet_change:
