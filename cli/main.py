@@ -16,6 +16,7 @@ import sys
 VERB_MODULES: tuple[str, ...] = (
     "cli.show",
     "cli.controller",
+    "cli.node",
     "sandbox.cli",
 )
 

@@ -1,4 +1,4 @@
-"""`kovn sandbox up|status|demo|down`: the sandbox from the command line.
+"""`kovn sandbox up|status|demo|exec|probe|restart|down`: the sandbox from the command line.
 
 Failures the user can act on (already up, nothing up, not root, a tool missing) print one
 line `kovn: <what to do>` on stderr and exit 1; a traceback would only hide that line.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +51,10 @@ def register(subparsers: Any) -> None:
                     help="start only OVN: no Kubernetes control plane, no controller")
     up.add_argument("--no-controller", dest="controller", action="store_false",
                     help="do not start the kovn controller (run your own)")
+    up.add_argument("--workloads", action=argparse.BooleanOptionalAction, default=None,
+                    help="run pods: a kovn node agent and a sandbox kubelet per node "
+                    "(default: when the controller runs; --no-workloads: pods are scheduled "
+                    "but never run, a heartbeat keeps the nodes Ready)")
     for option, default, what in (("--apiserver-port", 6443, "kube-apiserver"),
                                   ("--etcd-port", 2379, "etcd's clients"),
                                   ("--etcd-peer-port", 2380, "etcd's peers")):
@@ -63,11 +68,38 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=_guarded(cmd_status))
 
     demo = actions.add_parser(
-        "demo", help="write a topology through kovn's NB layer, plug pods, measure traffic")
+        "demo", help="run the example Deployment and measure pod-to-pod traffic (on a "
+        "sandbox without Kubernetes: plug pods by hand through kovn's NB layer)")
     _add_state_dir(demo)
     demo.add_argument("--keep", action="store_true",
-                      help="leave the demo pods and rows in place for exploring")
+                      help="without Kubernetes: leave the demo pods and rows in place")
     demo.set_defaults(func=_guarded(cmd_demo))
+
+    exec_ = actions.add_parser(
+        "exec", help="run a command inside a pod's network namespace",
+        description="Run COMMAND inside the network namespace of a pod the sandbox kubelets "
+        "run, e.g. `kovn sandbox exec demo/web-1 -- ping -c1 10.16.0.7`.")
+    _add_state_dir(exec_)
+    exec_.add_argument("pod", metavar="NAMESPACE/POD")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    exec_.set_defaults(func=_guarded(cmd_exec))
+
+    probe = actions.add_parser(
+        "probe", help="connect from a pod to HOST PORT and print what answered")
+    _add_state_dir(probe)
+    probe.add_argument("pod", metavar="NAMESPACE/POD")
+    probe.add_argument("host")
+    probe.add_argument("port", type=_any_port)
+    probe.add_argument("proto", nargs="?", choices=("tcp", "udp"), default="tcp")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=_guarded(cmd_probe))
+
+    restart = actions.add_parser(
+        "restart", help="restart a node's agent or kubelet (NODE/agent, NODE/kubelet); pods "
+        "keep running")
+    _add_state_dir(restart)
+    restart.add_argument("daemon", metavar="NODE/agent|NODE/kubelet")
+    restart.set_defaults(func=_guarded(cmd_restart))
 
     down = actions.add_parser("down", help="stop the sandbox and remove all it created")
     _add_state_dir(down)
@@ -78,9 +110,11 @@ def register(subparsers: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
+        controller = args.kube and args.controller
         config = SandboxConfig(
             state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
-            nb_tcp_port=args.nb_tcp_port, kube=args.kube, controller=args.kube and args.controller,
+            nb_tcp_port=args.nb_tcp_port, kube=args.kube, controller=controller,
+            workloads=controller if args.workloads is None else args.workloads,
             apiserver_port=args.apiserver_port, etcd_port=args.etcd_port,
             etcd_peer_port=args.etcd_peer_port)
     except ValueError as exc:
@@ -109,6 +143,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
     sandbox = Sandbox.load(args.state_dir)
+    if sandbox.config.kube:
+        from sandbox.demo_kube import run_kube_demo
+
+        if not sandbox.config.runs_pods:
+            raise SandboxError("this sandbox runs no pods (started with --no-workloads): "
+                               "start it with the controller, or with --workloads")
+        try:
+            return run_kube_demo(sandbox, out=_say)
+        except (NorthboundUnavailable, TimeoutError) as exc:
+            raise SandboxError(f"{exc} (is the sandbox healthy? `kovn sandbox status`)") \
+                from exc
     if any(d["name"] == CONTROLLER and d["alive"] for d in sandbox.status()["daemons"]):
         # The demo writes Pod and Subnet rows by hand; the controller would delete them.
         raise SandboxError(
@@ -118,6 +163,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(sandbox, out=_say, keep=args.keep)
     except (NorthboundUnavailable, TimeoutError) as exc:
         raise SandboxError(f"{exc} (is the sandbox healthy? `kovn sandbox status`)") from exc
+
+
+def _pod_netns(args: argparse.Namespace) -> str:
+    from sandbox.podruntime import find_record
+
+    namespace, sep, name = args.pod.partition("/")
+    if not sep or not namespace or not name:
+        raise SandboxError(f"name the pod as NAMESPACE/POD, got {args.pod!r}")
+    sandbox = Sandbox.load(args.state_dir)
+    record = find_record(sandbox.kubelet_states(), namespace, name)
+    if record is None:
+        raise SandboxError(f"no running pod {args.pod} on the nodes of {args.state_dir} "
+                           "(`kubectl get pods -o wide` shows where pods run)")
+    return record.netns
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SandboxError("say what to run: kovn sandbox exec NAMESPACE/POD -- COMMAND...")
+    netns = _pod_netns(args)
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", netns, *command])
+    return 1  # not reached
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from sandbox.probe import probe
+
+    answer = probe(_pod_netns(args), args.host, args.port, args.proto, timeout=args.timeout)
+    if answer is None:
+        print(f"nothing answered on {args.host}:{args.port}/{args.proto} from {args.pod}")
+        return 1
+    print(answer)
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    daemon = Sandbox.load(args.state_dir).restart(args.daemon)
+    _say(f"restarted {daemon.name} (pid {daemon.pid}), log {daemon.log}")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

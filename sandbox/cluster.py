@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, netns, procs
+from sandbox import central, kube, leftovers, netns, procs, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -115,6 +115,8 @@ class Sandbox:
         if self.config.kube:
             # Ports set to 0 become free ones now; state.json records them.
             self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
+        if self.config.runs_pods and (why := workloads.why_no_workloads()) is not None:
+            raise SandboxError(f"cannot run pods: {why}; or start with --no-workloads")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / MARKER).touch()
         self._daemons, self._blackholes = [], []
@@ -150,11 +152,47 @@ class Sandbox:
         for node in self.nodes:
             progress(f"{node.name}: netns {node.netns}, underlay {node.underlay_ip}, "
                      "chassis registered")
-        if pki is not None:
-            kube.finish_up(kube.KubeUp(
-                config=self.config, pki=pki, nodes={n.name: n.underlay_ip for n in self.nodes},
-                nb_remote=self.nb_remote, record=self._record, daemons=lambda: self._daemons,
-                progress=progress))
+        if pki is None:
+            return
+        start = None
+        if self.config.runs_pods:
+            def start() -> list[str]:
+                return workloads.start_workloads(self.config, self.nodes, self.sb_remote,
+                                                 self._record)
+        kube.finish_up(kube.KubeUp(
+            config=self.config, pki=pki, nodes={n.name: n.underlay_ip for n in self.nodes},
+            nb_remote=self.nb_remote, record=self._record, daemons=lambda: self._daemons,
+            progress=progress, start_workloads=start))
+        if self.config.runs_pods and self.config.controller:
+            self.wait_agents()
+            progress(f"pods: node agents and kubelets ready on {len(self.nodes)} nodes "
+                     f"(CNI conf {workloads.cni_conf(self.nodes[0])}, ...)")
+
+    def wait_agents(self, timeout: float = 60) -> None:
+        """Wait until every node agent serves CNI (needs a controller annotating the Nodes)."""
+        workloads.wait_agents(self.nodes, self._daemons, timeout)
+
+    def restart(self, name: str) -> procs.Daemon:
+        """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`);
+        what it serves is left as it is (pods keep running)."""
+        node_name, _, what = name.partition("/")
+        if what not in ("agent", "kubelet") or not self.config.runs_pods:
+            raise SandboxError(f"only a node's agent or kubelet can be restarted, not {name!r}")
+        node = self.node(node_name)
+        old = [d for d in self._daemons if d.name == name]
+        procs.stop_daemons(old, timeout=10)
+        started: list[procs.Daemon] = []
+        if what == "agent":
+            workloads.start_agent(self.config, node, self.sb_remote, started.append)
+        else:
+            workloads.start_kubelet(self.config, node, started.append)
+        self._daemons = [started[0] if d.name == name else d for d in self._daemons]
+        self._save()
+        return started[0]
+
+    def kubelet_states(self) -> list[Path]:
+        """Every node's kubelet state dir (pod records, CNI ADD log)."""
+        return [workloads.kubelet_state(n) for n in self.nodes]
 
     def wait_chassis(self, timeout: float = 30) -> None:
         """Wait until every node's ovn-controller has registered its chassis in the SB."""
@@ -252,6 +290,11 @@ class Sandbox:
                     done.append(f"deleted netns {ns}")
             except SandboxError as exc:
                 done.append(f"could not delete netns {ns}: {exc}")
+        try:  # only the name: the netns is the machine's own
+            if netns.netns_delete(self.config.host_netns):
+                done.append(f"removed netns name {self.config.host_netns}")
+        except SandboxError as exc:
+            done.append(f"could not remove netns name {self.config.host_netns}: {exc}")
         done += netns.remove_blackholes(self._blackholes)
         self._blackholes, self._daemons, self._phase = [], [], "down"
         if keep_logs:

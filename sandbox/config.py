@@ -47,6 +47,11 @@ class SandboxConfig:
     etcd_peer_port: int = 2380
     # The kovn controller as a daemon of the sandbox (needs kube); tests run their own.
     controller: bool = True
+    # Pods really run (needs kube): per node a kovn node agent and a sandbox kubelet, which
+    # also keeps the Node Ready. False: a heartbeat keeps the Nodes Ready and pods are only
+    # scheduled. Without the controller nobody annotates the nodes, so `up` then does not
+    # wait for the agents (a test running its own controller calls Sandbox.wait_agents).
+    workloads: bool = True
     blackhole_ranges: tuple[str, ...] = (
         "198.51.100.0/24",
         "100.64.0.0/16",
@@ -86,8 +91,18 @@ class SandboxConfig:
         return f"{self.prefix}-node{index}"
 
     @property
+    def runs_pods(self) -> bool:
+        """Whether node agents and kubelets run (workloads need the control plane)."""
+        return self.kube and self.workloads
+
+    @property
     def underlay_netns(self) -> str:
         return f"{self.prefix}-underlay"
+
+    @property
+    def host_netns(self) -> str:
+        """A name for the machine's own (root) netns, where the API server listens."""
+        return f"{self.prefix}-host"
 
     @property
     def pod_netns_prefix(self) -> str:

@@ -14,7 +14,9 @@ it deletes terminating pods of its nodes with grace period 0 (checked every seco
 
     python -m sandbox.heartbeat --pidfile=P --kubeconfig K --node node1=203.0.113.11 ...
 
-It is a daemon of the sandbox (see sandbox.kube); the sandbox kubelet will replace it.
+It is a daemon of the sandbox (see sandbox.kube) when pods do not run (no node agents and
+kubelets); otherwise each node's sandbox kubelet (sandbox.kubelet) uses `Heartbeat` for its
+own node, without the reaping, since it confirms deletions itself once a pod is torn down.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ CONDITIONS = (
     ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
     ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-    ("Ready", "True", "KubeletReady", "kovn sandbox heartbeat is posting ready status"),
+    ("Ready", "True", "KubeletReady", "kovn sandbox kubelet is posting ready status"),
 )
 
 
@@ -174,8 +176,11 @@ class Heartbeat:
                     if exc.status not in (404, 409):
                         raise
 
-    def run(self, stop: list[bool]) -> None:
-        """Register every node, then beat until stop[0] is set; API errors are retried."""
+    def run(self, stop: list[bool], reap: bool = True) -> None:
+        """Register every node, then beat until stop[0] is set; API errors are retried.
+
+        `reap`: also confirm the deletion of terminating pods (only where no kubelet runs).
+        """
         pending = set(self.nodes)
         next_status = next_lease = 0.0
         while not stop[0]:
@@ -195,11 +200,12 @@ class Heartbeat:
                 next_lease = started + LEASE_RENEW
             if beat and started >= next_status:
                 next_status = started + STATUS_REFRESH
-            try:
-                self.reap_terminating()
-            except KubeApiError as exc:
-                LOG.warning("listing pods: %s (retrying)", exc)
-            _sleep_until(started + REAP_INTERVAL, stop)
+            if reap:
+                try:
+                    self.reap_terminating()
+                except KubeApiError as exc:
+                    LOG.warning("listing pods: %s (retrying)", exc)
+            _sleep_until(started + (REAP_INTERVAL if reap or pending else LEASE_RENEW), stop)
 
 
 def _sleep_until(deadline: float, stop: list[bool]) -> None:

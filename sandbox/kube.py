@@ -1,11 +1,13 @@
 """The sandbox's Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
-kube-scheduler on 127.0.0.1, plus the node heartbeat, started as recorded sandbox daemons.
+kube-scheduler on 127.0.0.1, plus the node heartbeat where no kubelets run, started as recorded
+sandbox daemons.
 
 Upstream binaries come from `<repo>/.cache/k8s/bin` (built by sandbox/k8s/build.sh) or
 $KOVN_K8S_BIN. Files in the state dir: pki/ (sandbox.kube_pki), kubeconfig (admin),
 kube/<component>.kubeconfig, kube/etcd (data), <component>.log and .pid.
 
-There is no kubelet: the heartbeat keeps the Node objects Ready (sandbox.heartbeat).
+The Nodes are kept Ready by the sandbox kubelets when pods run (sandbox.workloads), else by
+the heartbeat daemon (sandbox.heartbeat).
 """
 
 from __future__ import annotations
@@ -183,19 +185,23 @@ def start_heartbeat(config: SandboxConfig, nodes: dict[str, str], record: Record
     for name, ip in nodes.items():
         argv += ["--node", f"{name}={ip}"]
     record(procs.spawn_daemon("heartbeat", argv, pidfile=pidfile, log=d / "heartbeat.log",
-                              env=_python_env(), cwd=REPO))
+                              env=python_env(), cwd=REPO))
 
 
-def controller_verb_available() -> bool:
-    """Whether `kovn controller` exists yet (it is being written beside the sandbox)."""
+def verb_available(verb: str) -> bool:
+    """Whether `kovn <verb>` exists (verbs are written beside the sandbox)."""
     import argparse
 
     from cli.main import build_parser  # lazily: cli imports the sandbox, not the reverse
 
     for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return "controller" in action.choices
+            return verb in action.choices
     return False
+
+
+def controller_verb_available() -> bool:
+    return verb_available("controller")
 
 
 def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> procs.Daemon:
@@ -206,7 +212,7 @@ def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> p
             "--kubeconfig", kc]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
-                                env=_python_env(), cwd=REPO)
+                                env=python_env(), cwd=REPO)
     record(daemon)
     return daemon
 
@@ -222,7 +228,7 @@ def _component_kubeconfig(config: SandboxConfig, component: str) -> Path:
     return config.state_dir / "kube" / f"{component}.kubeconfig"
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
 
@@ -241,11 +247,15 @@ class KubeUp:
     record: Record
     daemons: Callable[[], list[procs.Daemon]]  # all recorded so far
     progress: Progress
+    # Starts the node agents and kubelets (which keep the Nodes Ready) and returns their
+    # logs; None: the heartbeat keeps the Nodes Ready and pods never run.
+    start_workloads: Callable[[], list[str]] | None = None
 
 
 def finish_up(up: KubeUp) -> None:
     """After start_control_plane: wait for the apiserver, start the managers, apply the CRDs,
-    start the heartbeat (and the kovn controller), wait until the nodes are schedulable."""
+    start the kovn controller and the kubelets and agents (or the heartbeat), wait until the
+    nodes are schedulable."""
     config, d = up.config, up.config.state_dir
     t0 = time.monotonic()
     wait = Waiter(config, up.daemons())
@@ -265,17 +275,21 @@ def finish_up(up: KubeUp) -> None:
                 controller = start_controller(config, up.nb_remote, up.record)
             else:
                 up.progress("kube: note: `kovn controller` does not exist yet; not started")
-        start_heartbeat(config, up.nodes, up.record)
+        if up.start_workloads is not None:
+            logs, keepers = up.start_workloads(), "kubelets"
+        else:
+            start_heartbeat(config, up.nodes, up.record)
+            logs, keepers = [str(d / "heartbeat.log")], "heartbeat"
         wait.daemons = [x for x in up.daemons() if x is not controller]
         names = list(up.nodes)
         wait.until("Nodes Ready and untainted", lambda: nodes_schedulable(wait.api, names),
-                   60, f"{d / 'heartbeat.log'} and {d / 'kube-controller-manager.log'}")
+                   60, f"{' and '.join(logs)} and {d / 'kube-controller-manager.log'}")
         wait.until("ServiceAccount default/default",
                    lambda: wait.api.get_or_none("/api/v1/namespaces/default/serviceaccounts/"
                                                 "default"),
                    30, str(d / "kube-controller-manager.log"))
         up.progress(f"kube: nodes {', '.join(names)} Ready and schedulable "
-                    f"(controller-manager, scheduler, heartbeat running)")
+                    f"(controller-manager, scheduler, {keepers} running)")
         if controller is not None:
             state = "running" if procs.live_pid(controller) else "EXITED"
             up.progress(f"kube: kovn controller {state}, log {controller.log}")

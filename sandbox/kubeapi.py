@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,9 +65,10 @@ class KubeApi:
                 break
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
+                # A kept-alive connection the server closed meanwhile (idle timeout): once more.
                 if attempt == 2 or not isinstance(
                         exc, http.client.RemoteDisconnected | ConnectionResetError
-                        | BrokenPipeError):
+                        | BrokenPipeError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
                     raise KubeApiError(0, f"{method} {path}: {exc}") from exc
         text = raw.decode(errors="replace")
         try:
@@ -89,6 +91,28 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise
+
+    def watch(self, path: str, timeout: float = 330) -> Iterator[dict[str, Any]]:
+        """The events of a watch request (`path` with `watch=1`), on a connection of its own.
+
+        Ends when the server ends the watch (its timeoutSeconds); KubeApiError on an error
+        status or a broken connection. `timeout` bounds the wait for one event.
+        """
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self._tls,
+                                           timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Accept": JSON, "User-Agent": "kovn-sandbox"})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                text = resp.read().decode(errors="replace")
+                raise KubeApiError(resp.status, f"GET {path}: {resp.status} {text.strip()}")
+            while line := resp.readline():
+                if line.strip():
+                    yield json.loads(line)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise KubeApiError(0, f"watch {path}: {exc}") from exc
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._conn is not None:

@@ -79,3 +79,39 @@ def ping(netns: str, host: str, count: int = 3, timeout: float = 2.0) -> bool:
         capture_output=True, check=False,
     )
     return result.returncode == 0
+
+
+def tcp_open(netns: str | None, host: str, port: int, timeout: float = 1.0) -> bool:
+    """A kubelet's tcpSocket probe: does a TCP connect to host:port from `netns` succeed?"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = _socket_in(netns, family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def http_get(netns: str | None, host: str, port: int, path: str = "/",
+             headers: tuple[tuple[str, str], ...] = (), timeout: float = 1.0) -> int | None:
+    """A kubelet's httpGet probe: the HTTP status of GET path from `netns` (None: no answer)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = _socket_in(netns, family, socket.SOCK_STREAM)
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: kube-probe/kovn",
+             "Connection: close", *(f"{k}: {v}" for k, v in headers)]
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\n" not in head and (chunk := sock.recv(1024)):
+            head += chunk
+        parts = head.split(b"\n", 1)[0].split()
+        return int(parts[1]) if len(parts) >= 2 and parts[0].startswith(b"HTTP/") else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()

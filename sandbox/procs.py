@@ -171,24 +171,27 @@ def spawn_daemon(
     match: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    netns: str | None = None,
 ) -> Daemon:
     """Start a program that cannot daemonize itself, detached, and write its pidfile for it.
 
     `match` must name argv elements unique to this daemon and sandbox (a file in its state
     dir), since such programs have no `--pidfile=`. Returns once the program runs (has exec'd).
+    With `netns` it runs inside that network namespace (`ip netns exec` execs it: same pid).
     """
     binary = os.path.basename(argv[0])
     full_env = {**os.environ, **env} if env else None
+    wrapped = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
     try:
         proc = subprocess.run(
-            ["sh", "-c", _DETACH, "sh", str(cwd or "/"), str(log), *argv],
+            ["sh", "-c", _DETACH, "sh", str(cwd or "/"), str(log), *wrapped],
             capture_output=True, text=True, env=full_env, timeout=10, check=True)
         pid = int(proc.stdout.strip())
     except (subprocess.SubprocessError, ValueError) as exc:
         raise SandboxError(f"{name} did not start ({exc}); see {log}") from exc
     pidfile.write_text(f"{pid}\n")
     daemon = Daemon(name=name, binary=binary, pidfile=str(pidfile), log=str(log), pid=pid,
-                    match=tuple(match) if match else None)
+                    netns=netns, match=tuple(match) if match else None)
     # The background child may not have exec'd yet: until it has, its cmdline is the shell's.
     deadline = time.monotonic() + 5
     while live_pid(daemon) is None:

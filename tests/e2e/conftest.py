@@ -1,6 +1,7 @@
 """Shared e2e machinery: skip e2e tests where the sandbox cannot run, one OVN-only sandbox
-per session for tests that only need a running OVN, and one with the Kubernetes control
-plane (`kube_sandbox`) for tests that need the API.
+per session for tests that only need a running OVN, one with the Kubernetes control plane
+(`kube_sandbox`) for tests that need the API, and a whole cluster (`cluster_sandbox`: control
+plane, kovn controller, node agents and sandbox kubelets) for tests that run pods.
 
 e2e tests start real daemons in network namespaces, so they need root and the OVS/OVN
 packages; elsewhere they are skipped with the reason, never failed.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import kube
+from sandbox import kube, workloads
 from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
 from sandbox.config import SandboxConfig
 from sandbox.leftovers import sandboxes_using_prefix
@@ -28,7 +29,8 @@ from sandbox.leftovers import sandboxes_using_prefix
 SESSION_PREFIX = "kvt"
 CLI_PREFIX = "kvc"
 KUBE_PREFIX = "kvk"
-TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX, KUBE_PREFIX)
+CLUSTER_PREFIX = "kvw"
+TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX, KUBE_PREFIX, CLUSTER_PREFIX)
 # Held for a whole e2e session: two test runs on one machine would share the test prefixes.
 LOCK_FILE = Path("/tmp/kovn-e2e.lock")
 
@@ -114,7 +116,33 @@ def kube_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         pytest.skip(reason)
     config = SandboxConfig(
         state_dir=tmp_path_factory.mktemp("kube-sandbox"), prefix=KUBE_PREFIX,
-        nb_tcp_port=None, kube=True, controller=False,
+        nb_tcp_port=None, kube=True, controller=False, workloads=False,
+        apiserver_port=0, etcd_port=0, etcd_peer_port=0,
+    )
+    sandbox = Sandbox(config)
+    sandbox.up(progress=lambda _line: None)
+    try:
+        yield sandbox
+    finally:
+        with contextlib.suppress(SandboxError):
+            sandbox.down()
+
+
+def why_no_pods() -> str | None:
+    """Why tests that run pods (agents, CNI, kubelets) cannot run here, or None."""
+    return why_no_kube() or workloads.why_no_workloads()
+
+
+@pytest.fixture(scope="session")
+def cluster_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A 2-node cluster that runs pods: control plane, kovn controller, a node agent and a
+    sandbox kubelet per node; shared by the session, free ports, always taken down."""
+    reason = why_no_pods()
+    if reason is not None:
+        pytest.skip(reason)
+    config = SandboxConfig(
+        state_dir=tmp_path_factory.mktemp("cluster-sandbox"), prefix=CLUSTER_PREFIX,
+        nb_tcp_port=None, kube=True, controller=True, workloads=True,
         apiserver_port=0, etcd_port=0, etcd_peer_port=0,
     )
     sandbox = Sandbox(config)

@@ -1,0 +1,250 @@
+"""Benchmark: pods from creation to Ready on the sandbox, and the CNI ADD inside that.
+
+N pods (default 100, one TCP port each) are created at once with 16 client threads (or at
+--rate pods per second) and spread over the nodes; a watch timestamps each pod locally when
+its Ready condition turns True (the API's timestamps have whole seconds only). Creation ->
+Ready runs from just before the pod's POST; CNI ADD is what the sandbox kubelets measured
+around each plugin exec (their `cni-add.jsonl`). Prints p50/p90/p99 of both, then deletes the
+pods and checks that no netns is left. Goals: CNI ADD p99 < 1 s, creation -> Ready p99 < 3 s
+on 2 cores.
+
+    python -m bench.pod_ready [--pods 100] [--rate R] [--state-dir DIR]   (from the repo root)
+
+Without --state-dir it brings up its own sandbox (prefix kvp) and takes it down afterwards;
+with it, it uses that running sandbox (with its controller, agents and kubelets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sandbox.cluster import Sandbox
+from sandbox.config import SandboxConfig
+from sandbox.kubeapi import KubeApi, KubeApiError
+from sandbox.netns import netns_list
+from sandbox.podstatus import pod_netns
+
+RUN = str(int(time.time()))
+NAMESPACE = f"bench-ready-{RUN}"
+
+
+def pod(name: str) -> dict[str, Any]:
+    labels = {"app": "bench-ready"}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": labels}}],
+            "containers": [{"name": "c", "image": "kovn.io/serve-hostname",
+                            "ports": [{"containerPort": 8080}]}],
+        },
+    }
+
+
+def quantiles(values: list[float]) -> list[float]:
+    """The 99 percentiles (p1..p99) of values, interpolated between samples."""
+    if len(values) < 2:
+        return [values[0] if values else float("nan")] * 99
+    return statistics.quantiles(values, n=100, method="inclusive")
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    qs = quantiles(values)
+    return (f"p50 {qs[49]:.3f}s  p90 {qs[89]:.3f}s  p99 {qs[98]:.3f}s  "
+            f"max {max(values):.3f}s  (n={len(values)})")
+
+
+class ReadyWatch:
+    """Local time at which each pod of the namespace was first seen Ready."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self.ready: dict[str, float] = {}
+        self.nodes: dict[str, str] = {}
+        self.started = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        listed = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods")
+        version = listed["metadata"]["resourceVersion"]
+        self.started.set()
+        while True:
+            path = (f"/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={version}"
+                    "&allowWatchBookmarks=true&timeoutSeconds=600")
+            try:
+                for event in self.api.watch(path):
+                    obj = event["object"]
+                    version = obj["metadata"].get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._see(obj)
+            except KubeApiError:
+                time.sleep(0.2)
+
+    def _see(self, obj: dict[str, Any]) -> None:
+        conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions") or []}
+        name = obj["metadata"]["name"]
+        with self.lock:
+            if obj["spec"].get("nodeName"):
+                self.nodes[name] = obj["spec"]["nodeName"]
+            if conds.get("Ready") == "True" and name not in self.ready:
+                self.ready[name] = time.monotonic()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.ready)
+
+
+def cpu_snapshot(sandbox: Sandbox) -> dict[int, tuple[str, float, float]]:
+    """pid -> (daemon, CPU seconds of its own, of its reaped children) for the sandbox's
+    daemons: the kubelets' children are the CNI plugin and `ip` calls."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for daemon in Sandbox.load(sandbox.state_dir).status()["daemons"]:
+        try:
+            stat = Path(f"/proc/{daemon['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[daemon["pid"]] = (daemon["name"], (int(stat[11]) + int(stat[12])) / tick,
+                              (int(stat[13]) + int(stat[14])) / tick)
+    return out
+
+
+def cpu_report(before: dict[int, tuple[str, float, float]],
+               after: dict[int, tuple[str, float, float]], wall: float) -> str:
+    rows = []
+    for pid, (name, own, children) in after.items():
+        _, own0, children0 = before.get(pid, (name, 0.0, 0.0))
+        rows.append((own - own0 + children - children0, own - own0, children - children0, name))
+    total = sum(r[0] for r in rows)
+    lines = [f"CPU from the first create to the last Ready: {total:.1f} s in {wall:.1f} s "
+             f"(2 cores = {2 * wall:.1f} s available)"]
+    for cpu, own, children, name in sorted(rows, reverse=True):
+        if cpu >= 0.05:
+            extra = f"  (itself {own:.2f}, children {children:.2f})" if children >= 0.05 else ""
+            lines.append(f"  {cpu:6.2f} s  {name}{extra}")
+    return "\n".join(lines)
+
+
+def add_durations(sandbox: Sandbox) -> tuple[list[float], int]:
+    """Seconds of each successful CNI ADD of this run's pods, and the number of failed ones."""
+    ok, failed = [], 0
+    for state in sandbox.kubelet_states():
+        path = state / "cni-add.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if not entry["pod"].startswith(NAMESPACE + "/"):
+                continue
+            if entry["error"]:
+                failed += 1
+            else:
+                ok.append(entry["seconds"])
+    return ok, failed
+
+
+def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
+    api = KubeApi(sandbox.kubeconfig, timeout=30)
+    api.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": NAMESPACE}})
+    # The ServiceAccount admission plugin refuses pods until the namespace's default SA exists.
+    deadline = time.monotonic() + 30
+    while api.get_or_none(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default") is None:
+        if time.monotonic() > deadline:
+            raise SystemExit("no default ServiceAccount in the bench namespace after 30s")
+        time.sleep(0.1)
+    watch = ReadyWatch(KubeApi(sandbox.kubeconfig, timeout=700))
+    watch.started.wait(30)
+    created: dict[str, float] = {}
+    netns: set[str] = set()  # of this run's pods
+    local = threading.local()
+
+    def create(i: int) -> None:
+        client = getattr(local, "api", None) or KubeApi(sandbox.kubeconfig, timeout=30)
+        local.api = client
+        name = f"p{i:04d}"
+        if rate:
+            time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        created[name] = time.monotonic()
+        made = client.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod(name))
+        netns.add(pod_netns(sandbox.config.prefix, NAMESPACE, name, made["metadata"]["uid"]))
+
+    cpu_before = cpu_snapshot(sandbox)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(create, range(count)))
+    posted = time.monotonic() - t0
+    while watch.count() < count:
+        if time.monotonic() - t0 > timeout:
+            print(f"only {watch.count()}/{count} pods Ready after {timeout:.0f}s", flush=True)
+            break
+        time.sleep(0.05)
+    total = time.monotonic() - t0
+    cpu_after = cpu_snapshot(sandbox)
+    latencies = [watch.ready[n] - created[n] for n in created if n in watch.ready]
+    adds, failed = add_durations(sandbox)
+    per_node: dict[str, int] = {}
+    for node in watch.nodes.values():
+        per_node[node] = per_node.get(node, 0) + 1
+    spread = ", ".join(f"{n} {c}" for n, c in sorted(per_node.items()))
+    how = f"at {rate:g}/s" if rate else "at once, 16 clients"
+    print(f"{count} pods created in {posted:.2f}s ({how}), all Ready after {total:.2f}s; "
+          f"spread: {spread}")
+    print(f"creation -> Ready : {percentiles(latencies)}")
+    print(f"CNI ADD           : {percentiles(adds)}" + (f"; {failed} failed attempts retried"
+                                                        if failed else ""))
+    print(cpu_report(cpu_before, cpu_after, total))
+    t1 = time.monotonic()
+    api.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}")
+    while (left := len(netns & set(netns_list()))) and time.monotonic() - t1 < 120:
+        time.sleep(0.2)
+    print(f"namespace deleted: pod netns left after {time.monotonic() - t1:.1f}s: {left}")
+    goal = (len(latencies) == count and len(adds) >= count
+            and quantiles(latencies)[98] < 3.0 and quantiles(adds)[98] < 1.0)
+    print(f"goals (ADD p99 < 1 s, Ready p99 < 3 s): {'met' if goal else 'NOT met'}")
+    return 0 if len(latencies) == count and not left else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="create this many pods per second (default 0: all at once)")
+    parser.add_argument("--state-dir", type=Path, help="use this running sandbox")
+    args = parser.parse_args()
+    own = args.state_dir is None
+    if own:
+        state_dir = Path(tempfile.mkdtemp(prefix="kovn-bench-ready-"))
+        sandbox = Sandbox(SandboxConfig(state_dir=state_dir, prefix="kvp", nb_tcp_port=None,
+                                        apiserver_port=0, etcd_port=0, etcd_peer_port=0))
+        t0 = time.monotonic()
+        sandbox.up(progress=lambda line: print(f"  {line}", flush=True))
+        print(f"sandbox up in {time.monotonic() - t0:.1f}s", flush=True)
+    else:
+        sandbox = Sandbox.load(args.state_dir)
+    try:
+        return run(sandbox, args.pods, args.timeout, args.rate)
+    finally:
+        if own:
+            sandbox.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""`kovn node`: set the node's OVS up for OVN, keep the management port, serve the CNI.
+
+Start-up order: Open_vSwitch (chassis external_ids, br-int), then the restart reconcile (stale
+pod ports removed, live ones untouched), then the CNI socket appears; from then on the Node's
+`kovn.io/node-network` annotation is polled and the management port kept in line with it.
+Stopping removes the socket and leaves every pod's port and veth as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from controller.podnetwork import NODE_NETWORK, NodeNetwork
+from node.attach import Attachments, AttachSettings
+from node.cni_protocol import DEFAULT_SOCKET, CniError, CniRequest, Code
+from node.cni_server import CniServer
+from node.kube import KubeError, NodeKube, annotations
+from node.mgmt import ManagementPort
+from node.ovs import Ovs
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    kubeconfig: str | None
+    ovs_db: str
+    sb_remote: str
+    encap_ip: str
+    datapath_type: str = "system"
+    socket: str = DEFAULT_SOCKET
+    annotation_timeout: float = 30.0
+    bridge: str = "br-int"
+    kube_netns: str | None = None
+    install_timeout: float = 30.0
+    node_poll: float = 3.0
+
+    @property
+    def tx_off(self) -> bool:
+        """Only the userspace datapath needs tx checksum offload off on veths."""
+        return self.datapath_type == "netdev"
+
+    def chassis_ids(self) -> dict[str, str]:
+        return {"system-id": self.node, "ovn-remote": self.sb_remote,
+                "ovn-encap-type": "geneve", "ovn-encap-ip": self.encap_ip,
+                "ovn-bridge-datapath-type": self.datapath_type}
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.ovs: Ovs | None = None
+        self.kube: NodeKube | None = None
+        self.attachments: Attachments | None = None
+        self.server: CniServer | None = None
+        self.mgmt: ManagementPort | None = None
+        self._last_mgmt_error = ""
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        config = self.config
+        self.ovs = Ovs(config.ovs_db).start()
+        self.ovs.configure_chassis(config.chassis_ids())
+        self.ovs.ensure_bridge(config.bridge, config.datapath_type)
+        LOG.info("Open_vSwitch %s: system-id=%s ovn-remote=%s encap geneve/%s, %s datapath "
+                 "%s", config.ovs_db, config.node, config.sb_remote, config.encap_ip,
+                 config.bridge, config.datapath_type)
+        self.kube = NodeKube(config.kubeconfig, config.kube_netns)
+        self.attachments = Attachments(
+            AttachSettings(node=config.node, bridge=config.bridge,
+                           annotation_timeout=config.annotation_timeout,
+                           install_timeout=config.install_timeout, tx_off=config.tx_off),
+            self.ovs, self.kube)
+        self.attachments.reconcile()
+        self.mgmt = ManagementPort(self.ovs, config.bridge, tx_off=config.tx_off)
+        self.server = CniServer(config.socket, self.dispatch).start()
+        LOG.info("kovn node %s ready: serving CNI on %s (%.2fs)", config.node, config.socket,
+                 time.monotonic() - t0)
+
+    def dispatch(self, request: CniRequest) -> dict[str, Any] | None:
+        attachments = self.attachments
+        assert attachments is not None
+        if request.command == "ADD":
+            return attachments.add(request)
+        if request.command == "DEL":
+            attachments.delete(request)
+        elif request.command == "CHECK":
+            attachments.check(request)
+        elif request.command == "GC":
+            attachments.gc(request)
+        elif request.command == "STATUS":
+            attachments.status()
+        else:
+            raise CniError(Code.INVALID_ENVIRONMENT, f"the agent does not do {request.command}")
+        return None
+
+    def sync_management_port(self) -> None:
+        """One pass: read the Node, apply its node-network annotation to ovn0."""
+        assert self.kube is not None and self.mgmt is not None
+        try:
+            node = self.kube.node(self.config.node)
+            if node is None:
+                self._mgmt_problem(f"Node {self.config.node} does not exist (yet)")
+                return
+            text = annotations(node).get(NODE_NETWORK)
+            if not text:
+                self._mgmt_problem(f"Node {self.config.node} has no {NODE_NETWORK} annotation "
+                                   "yet (written by `kovn controller`)")
+                return
+            self.mgmt.sync(NodeNetwork.decode(text))
+            self._last_mgmt_error = ""
+        except (KubeError, ValueError, RuntimeError, OSError) as exc:
+            self._mgmt_problem(f"management port: {exc}")
+
+    def _mgmt_problem(self, message: str) -> None:
+        if message != self._last_mgmt_error:  # say it once, not every poll
+            LOG.warning("%s", message)
+            self._last_mgmt_error = message
+
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set: keep the management port in line with the Node."""
+        while not stop.is_set():
+            self.sync_management_port()
+            stop.wait(self.config.node_poll if self.mgmt and self.mgmt.applied else 1.0)
+
+    def close(self) -> None:
+        started = self.server is not None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.kube is not None:
+            self.kube.close()
+            self.kube = None
+        if self.ovs is not None:
+            self.ovs.close()
+            self.ovs = None
+        if started:
+            LOG.info("kovn node %s stopped (pod ports and veths left as they are)",
+                     self.config.node)

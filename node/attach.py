@@ -1,0 +1,319 @@
+"""Pod attachments: what ADD, DEL, CHECK and GC do on the node, and the restart reconcile.
+
+An attachment is a veth pair (host end `veth<hash of container id>` in the node's netns, pod
+end CNI_IFNAME in the pod's netns) and an OVS port on br-int whose Interface carries
+`iface-id=<ns>_<pod>` (the logical switch port), `iface-id-ver=<pod uid>`, `attached_mac`,
+`sandbox=<container id>` and kovn's own keys (netns, ifname, pod, network), so that DEL, GC
+and the restart reconcile find everything from OVS alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from controller.podnetwork import POD_NETWORK, PodNetwork
+from node import plumbing
+from node.cni_protocol import (
+    AddOutcome,
+    Attachment,
+    CniError,
+    CniRequest,
+    Code,
+    add_result,
+    default_routes,
+)
+from node.kube import KubeError, NodeKube, annotations
+from node.ovs import (
+    ATTACHED_MAC,
+    IFACE_ID,
+    IFACE_ID_VER,
+    IFNAME_KEY,
+    NETNS_KEY,
+    NETWORK_KEY,
+    OVN_INSTALLED,
+    POD_KEY,
+    SANDBOX,
+    Iface,
+    Ovs,
+    OvsError,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttachSettings:
+    node: str
+    bridge: str = "br-int"
+    annotation_timeout: float = 30.0
+    install_timeout: float = 30.0
+    tx_off: bool = True
+
+
+class KeyedLocks:
+    """One lock per container id: the runtime may run different containers in parallel."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str, blocking: bool = True) -> Iterator[bool]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        acquired = lock.acquire(blocking)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+def _attachment(iface: Iface) -> Attachment:
+    return Attachment(iface.external_ids.get(SANDBOX, ""),
+                      iface.external_ids.get(IFNAME_KEY, "eth0"))
+
+
+class Attachments:
+    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: NodeKube) -> None:
+        self.settings = settings
+        self.ovs = ovs
+        self.kube = kube
+        self.locks = KeyedLocks()
+
+    # ------------------------------------------------------------------ ADD
+
+    def add(self, req: CniRequest) -> dict[str, Any]:
+        with self.locks.hold(req.container_id):
+            return self._add(req)
+
+    def _add(self, req: CniRequest) -> dict[str, Any]:
+        t0 = time.monotonic()
+        pod, network = self._wait_network(req)
+        t_annotation = time.monotonic()
+        uid = pod["metadata"]["uid"]
+        host_if = plumbing.host_veth_name(req.container_id, req.ifname)
+        routes = default_routes(network.gateway, [(r.dest, r.next_hop) for r in network.routes])
+        pod_if = plumbing.PodInterface(req.ifname, network.mac, network.ip, network.gateway,
+                                       network.mtu, routes)
+        try:
+            host_mac = plumbing.plumb(req.netns, host_if, pod_if, self.settings.tx_off)
+        except plumbing.NetnsMissing as exc:
+            raise CniError(Code.UNKNOWN_CONTAINER, str(exc)) from exc
+        except (plumbing.PlumbingError, OSError) as exc:
+            raise CniError(Code.PLUMBING_FAILED, f"cannot plumb {req.ifname}: {exc}") from exc
+        t_plumb = time.monotonic()
+        lsp = network.logical_switch_port
+        stale = [i.name for i in self.ovs.interfaces(
+            lambda i: i.external_ids.get(IFACE_ID) == lsp and i.name != host_if)]
+        external_ids = {
+            IFACE_ID: lsp, IFACE_ID_VER: uid, ATTACHED_MAC: network.mac,
+            SANDBOX: req.container_id, NETNS_KEY: req.netns, IFNAME_KEY: req.ifname,
+            POD_KEY: f"{req.pod_namespace}/{req.pod_name}", NETWORK_KEY: req.network,
+        }
+        try:
+            self.ovs.replace_port(self.settings.bridge, host_if, external_ids, stale)
+        except OvsError as exc:
+            plumbing.delete_link(host_if)
+            raise CniError(Code.OVS_FAILURE, f"cannot add {host_if} to "
+                           f"{self.settings.bridge}: {exc}") from exc
+        for name in stale:
+            try:
+                plumbing.delete_link(name)
+            except plumbing.PlumbingError as exc:
+                LOG.warning("ADD %s/%s: %s", req.pod_namespace, req.pod_name, exc)
+            LOG.info("ADD %s/%s: removed stale port %s with iface-id %s", req.pod_namespace,
+                     req.pod_name, name, lsp)
+        t_ovs = time.monotonic()
+        if not self.ovs.wait_installed(host_if, self.settings.install_timeout):
+            self._remove([host_if])
+            raise CniError(Code.TRY_AGAIN_LATER,
+                           f"ovn-controller did not install port {lsp} ({host_if}) within "
+                           f"{self.settings.install_timeout:.0f}s: is ovn-controller running "
+                           "on this node and connected to the southbound database, and does "
+                           f"the logical switch port {lsp} exist with requested-chassis="
+                           f"{self.settings.node}?")
+        done = time.monotonic()
+        LOG.info("ADD %s/%s %s %s on %s: %.3fs (annotation %.3f, veth %.3f, ovs %.3f, "
+                 "ovn-installed %.3f)", req.pod_namespace, req.pod_name, network.ip,
+                 network.mac, host_if, done - t0, t_annotation - t0, t_plumb - t_annotation,
+                 t_ovs - t_plumb, done - t_ovs)
+        return add_result(req.cni_version, AddOutcome(
+            host_ifname=host_if, host_mac=host_mac, ifname=req.ifname, mac=network.mac,
+            sandbox=req.netns, ip=network.ip, gateway=network.gateway, mtu=network.mtu,
+            routes=routes))
+
+    def _wait_network(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
+        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller."""
+        timeout = req.annotation_timeout or self.settings.annotation_timeout
+        deadline = time.monotonic() + timeout
+        who = f"{req.pod_namespace}/{req.pod_name}"
+        delay = 0.05
+        while True:
+            try:
+                pod = self.kube.pod(req.pod_namespace, req.pod_name)
+            except KubeError as exc:
+                if time.monotonic() > deadline:
+                    raise CniError(Code.TRY_AGAIN_LATER,
+                                   f"cannot read pod {who} from the API server: {exc}") from exc
+                pod = {}
+            if pod is None:
+                raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
+            if pod:
+                uid = pod["metadata"].get("uid", "")
+                if req.pod_uid and uid != req.pod_uid:
+                    raise CniError(Code.POD_MISMATCH,
+                                   f"pod {who} has uid {uid}, not K8S_POD_UID={req.pod_uid}: "
+                                   "it was deleted and re-created; this sandbox is the old "
+                                   "pod's")
+                text = annotations(pod).get(POD_NETWORK)
+                if text:
+                    try:
+                        return pod, PodNetwork.decode(text)
+                    except ValueError as exc:
+                        raise CniError(Code.BAD_ANNOTATION, str(exc)) from exc
+            if time.monotonic() > deadline:
+                raise CniError(Code.TRY_AGAIN_LATER,
+                               f"pod {who} has no {POD_NETWORK} annotation after {timeout:g}s: "
+                               "is `kovn controller` running? (`kubectl describe pod` shows "
+                               "its events, e.g. IPAllocationFailed)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # ------------------------------------------------------------------ DEL, GC
+
+    def delete(self, req: CniRequest) -> None:
+        """Remove the attachment; whatever is already gone is fine."""
+        with self.locks.hold(req.container_id):
+            host_if = plumbing.host_veth_name(req.container_id, req.ifname)
+            wanted = Attachment(req.container_id, req.ifname)
+            names = {i.name for i in self.ovs.interfaces(
+                lambda i: SANDBOX in i.external_ids and _attachment(i) == wanted)}
+            self._remove(names | {host_if})
+            LOG.info("DEL %s %s: removed port %s", req.container_id[:12], req.ifname,
+                     ", ".join(sorted(names)) or "none (already gone)")
+
+    def gc(self, req: CniRequest) -> None:
+        """Remove every attachment of this network that the runtime no longer knows."""
+        valid = req.valid_attachments
+        doomed = [i for i in self.ovs.interfaces(lambda i: POD_KEY in i.external_ids)
+                  if i.external_ids.get(NETWORK_KEY, req.network) == req.network
+                  and _attachment(i) not in valid]
+        removed = []
+        for iface in doomed:
+            with self.locks.hold(_attachment(iface).container_id, blocking=False) as free:
+                if free:  # a busy container is being added or deleted right now: skip it
+                    self._remove([iface.name])
+                    removed.append(iface.name)
+        LOG.info("GC: %d valid attachments, removed %d: %s", len(valid), len(removed),
+                 ", ".join(removed) or "-")
+
+    def _remove(self, ports: Iterable[str]) -> None:
+        names = sorted(set(ports))
+        try:
+            self.ovs.del_ports(names)
+        except OvsError as exc:
+            raise CniError(Code.OVS_FAILURE, f"cannot remove port(s) {names}: {exc}") from exc
+        for name in names:
+            try:
+                plumbing.delete_link(name)
+            except plumbing.PlumbingError as exc:
+                raise CniError(Code.PLUMBING_FAILED, str(exc)) from exc
+
+    # ------------------------------------------------------------------ CHECK, STATUS
+
+    def check(self, req: CniRequest) -> None:
+        with self.locks.hold(req.container_id):
+            self._check(req)
+
+    def _check(self, req: CniRequest) -> None:
+        def fail(what: str) -> CniError:
+            return CniError(Code.CHECK_FAILED, f"CHECK {req.pod_namespace}/{req.pod_name}: {what}")
+
+        host_if = plumbing.host_veth_name(req.container_id, req.ifname)
+        iface = self.ovs.wait_interface(
+            host_if, lambda i: i.external_ids.get(OVN_INSTALLED) == "true",
+            min(5.0, self.settings.install_timeout))
+        if iface is None:
+            raise fail(f"OVS port {host_if} is missing or not ovn-installed")
+        if _attachment(iface) != Attachment(req.container_id, req.ifname):
+            raise fail(f"OVS port {host_if} belongs to {iface.external_ids.get(SANDBOX)}")
+        if not plumbing.link_exists(host_if):
+            raise fail(f"host veth {host_if} is missing")
+        try:
+            state = plumbing.inspect_pod_link(req.netns, req.ifname)
+        except plumbing.NetnsMissing as exc:
+            raise fail(str(exc)) from exc
+        if state is None:
+            raise fail(f"{req.ifname} is missing in {req.netns}")
+        if not state.up:
+            raise fail(f"{req.ifname} is down")
+        prev = req.prev_result
+        interfaces = prev.get("interfaces") or []
+        for index, item in enumerate(interfaces):
+            if item.get("sandbox") and item.get("name") == req.ifname:
+                if item.get("mac") and item["mac"].lower() != state.mac.lower():
+                    raise fail(f"{req.ifname} has MAC {state.mac}, expected {item['mac']}")
+                for ip in prev.get("ips") or []:
+                    if ip.get("interface") == index and ip.get("address") not in state.addresses:
+                        raise fail(f"{req.ifname} lacks address {ip.get('address')}")
+        if iface.external_ids.get(ATTACHED_MAC, state.mac).lower() != state.mac.lower():
+            raise fail(f"{req.ifname} MAC {state.mac} differs from the port's attached_mac")
+
+    def status(self) -> None:
+        if not self.ovs.connected():
+            raise CniError(Code.NOT_AVAILABLE,
+                           f"the agent lost its Open_vSwitch database {self.ovs.remote}")
+        if not self.ovs.bridge_ports(self.settings.bridge):
+            raise CniError(Code.NOT_AVAILABLE, f"bridge {self.settings.bridge} is missing")
+
+    # ------------------------------------------------------------------ restart
+
+    def reconcile(self) -> tuple[int, int]:
+        """Remove pod ports whose veth, netns or pod is gone; keep live ones untouched.
+
+        Returns (kept, removed). If the API is unreachable, only ports whose veth or netns is
+        gone are removed: a pod is never unplugged on a guess.
+        """
+        ports = self.ovs.interfaces(lambda i: POD_KEY in i.external_ids)
+        live: dict[str, str] | None
+        try:
+            live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["metadata"]["uid"]
+                    for p in self.kube.pods_on_node(self.settings.node)}
+        except KubeError as exc:
+            LOG.warning("reconcile: cannot list the pods of %s (%s); only ports whose veth or "
+                        "netns is gone are removed", self.settings.node, exc)
+            live = None
+        removed = 0
+        for iface in ports:
+            ids = iface.external_ids
+            netns = ids.get(NETNS_KEY, "")
+            reason = ""
+            if not plumbing.link_exists(iface.name):
+                reason = "its veth is gone"
+            elif netns and not os.path.exists(netns):
+                reason = f"its netns {netns} is gone"
+            elif live is not None and ids[POD_KEY] not in live:
+                reason = f"pod {ids[POD_KEY]} is gone"
+            elif live is not None and live[ids[POD_KEY]] != ids.get(IFACE_ID_VER):
+                reason = f"pod {ids[POD_KEY]} was re-created"
+            if reason:
+                self._remove([iface.name])
+                removed += 1
+                LOG.info("reconcile: removed %s (%s): %s", iface.name, ids.get(IFACE_ID), reason)
+        LOG.info("reconcile: %d pod ports kept, %d removed", len(ports) - removed, removed)
+        return len(ports) - removed, removed

@@ -1,0 +1,213 @@
+"""The node's Open_vSwitch database through ovsdbapp: chassis settings, br-int, ports.
+
+One IDL connection per agent. Writes go through ovsdbapp's vsctl-style transaction, which
+returns once ovs-vswitchd has applied them (like ovs-vsctl without --no-wait), so a port
+added here has its datapath port when add_port returns. Reads look at the IDL replica under
+the connection's lock; waiting for ovn-controller (external_ids:ovn-installed) is woken by
+the IDL's change notifications instead of polling the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ovsdbapp import exceptions as ovsdbapp_exceptions
+from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+LOG = logging.getLogger(__name__)
+SCHEMA = "Open_vSwitch"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+# external_ids of a pod's Interface. iface-id, iface-id-ver and attached_mac are OVN's;
+# sandbox (container id) is ovn-kubernetes' convention; the kovn.io/ keys are kovn's own.
+IFACE_ID = "iface-id"
+IFACE_ID_VER = "iface-id-ver"
+ATTACHED_MAC = "attached_mac"
+SANDBOX = "sandbox"
+OVN_INSTALLED = "ovn-installed"
+NETNS_KEY = "kovn.io/netns"
+IFNAME_KEY = "kovn.io/ifname"
+POD_KEY = "kovn.io/pod"
+NETWORK_KEY = "kovn.io/network"
+
+
+class OvsError(RuntimeError):
+    """The Open_vSwitch database is unreachable or refused a change."""
+
+
+@dataclass(frozen=True)
+class Iface:
+    """An Interface row as the agent needs it."""
+
+    name: str
+    external_ids: dict[str, str]
+    ofport: int | None
+    mac_in_use: str
+
+
+class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):
+    """An IDL that counts changes and wakes waiters on each one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed = threading.Condition()
+        self.generation = 0
+
+    def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+
+def _fetch_schema(remote: str, timeout: float) -> Any:
+    """get_schema_helper with a deadline (alone it blocks forever on a mute server)."""
+    outcome: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            outcome["helper"] = idlutils.get_schema_helper(remote, SCHEMA)
+        except Exception as exc:  # ovsdbapp raises a bare Exception
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="kovn-ovs-schema", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    detail = outcome.get("error", f"no answer within {timeout:.0f}s")
+    if "helper" not in outcome:
+        raise OvsError(f"cannot reach the Open_vSwitch database at {remote}: {detail}. Is "
+                       "ovsdb-server running (systemctl status openvswitch-switch), and is "
+                       "--ovs-db right (e.g. unix:/var/run/openvswitch/db.sock)?")
+    return outcome["helper"]
+
+
+class Ovs:
+    def __init__(self, remote: str, timeout: float = 30.0) -> None:
+        self.remote = remote
+        self.timeout = timeout
+        self.api: Any = None
+        self._idl: _NotifyingIdl | None = None
+
+    def start(self) -> Ovs:
+        helper = _fetch_schema(self.remote, self.timeout)
+        for table in TABLES:
+            helper.register_table(table)
+        self._idl = _NotifyingIdl(self.remote, helper)
+        conn = ovsdbapp_connection.Connection(self._idl, timeout=self.timeout)
+        # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
+        api_class = type("KovnOvsApi", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
+        try:
+            self.api = api_class(conn)
+        except ovsdbapp_exceptions.OvsdbConnectionUnavailable as exc:
+            raise OvsError(f"cannot reach the Open_vSwitch database at {self.remote}: "
+                           f"{exc}") from exc
+        return self
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.ovsdb_connection.stop(timeout=5)
+            self.api = None
+
+    # ------------------------------------------------------------------ writes
+
+    def execute(self, *commands: Any) -> list[Any]:
+        """Run the commands in one transaction; OvsError if it fails."""
+        try:
+            with self.api.transaction(check_error=True, log_errors=False) as txn:
+                for command in commands:
+                    txn.add(command)
+        except ovsdbapp_exceptions.TimeoutException as exc:
+            raise OvsError(f"Open_vSwitch transaction at {self.remote} timed out: {exc}") from exc
+        except (RuntimeError, LookupError) as exc:
+            raise OvsError(f"Open_vSwitch at {self.remote} refused the transaction: "
+                           f"{exc}") from exc
+        return [command.result for command in commands]
+
+    def configure_chassis(self, external_ids: Mapping[str, str]) -> None:
+        """Merge `external_ids` into the Open_vSwitch row (other keys stay)."""
+        self.execute(self.api.db_set("Open_vSwitch", ".", ("external_ids", dict(external_ids))))
+
+    def ensure_bridge(self, name: str, datapath_type: str) -> None:
+        """The integration bridge: secure fail mode (no flows = no traffic), no in-band."""
+        self.execute(
+            self.api.add_br(name, may_exist=True, datapath_type=datapath_type),
+            self.api.db_set("Bridge", name, ("fail_mode", "secure"),
+                            ("other_config", {"disable-in-band": "true"})),
+        )
+
+    def ensure_internal_port(self, bridge: str, name: str, external_ids: Mapping[str, str],
+                             mac: str, mtu: int) -> None:
+        """An internal interface (the management port), created or brought up to date."""
+        self.execute(
+            self.api.add_port(bridge, name, may_exist=True),
+            self.api.db_set("Interface", name, ("type", "internal"),
+                            ("external_ids", dict(external_ids)), ("mac", mac),
+                            ("mtu_request", mtu)),
+        )
+
+    def replace_port(self, bridge: str, name: str, external_ids: Mapping[str, str],
+                     stale: Iterable[str] = ()) -> None:
+        """Delete the `stale` ports and (re)create port `name` in one transaction."""
+        commands = [self.api.del_port(port, if_exists=True) for port in {*stale, name}]
+        commands.append(self.api.add_port(bridge, name, may_exist=False,
+                                          external_ids=dict(external_ids)))
+        self.execute(*commands)
+
+    def del_ports(self, names: Iterable[str]) -> None:
+        names = sorted(set(names))
+        if names:
+            self.execute(*(self.api.del_port(name, if_exists=True) for name in names))
+
+    # ------------------------------------------------------------------ reads
+
+    def interfaces(self, where: Callable[[Iface], bool] = lambda _i: True) -> list[Iface]:
+        with self.api.ovsdb_connection.lock:
+            rows = [Iface(row.name, dict(row.external_ids),
+                          row.ofport[0] if row.ofport else None,
+                          row.mac_in_use[0] if row.mac_in_use else "")
+                    for row in self.api.tables["Interface"].rows.values()]
+        return [iface for iface in rows if where(iface)]
+
+    def interface(self, name: str) -> Iface | None:
+        found = self.interfaces(lambda i: i.name == name)
+        return found[0] if found else None
+
+    def bridge_ports(self, bridge: str) -> set[str]:
+        with self.api.ovsdb_connection.lock:
+            for row in self.api.tables["Bridge"].rows.values():
+                if row.name == bridge:
+                    return {port.name for port in row.ports}
+        return set()
+
+    def connected(self) -> bool:
+        return self._idl is not None and self._idl._session.is_connected()
+
+    def wait_interface(self, name: str, ready: Callable[[Iface], bool],
+                       timeout: float) -> Iface | None:
+        """Wait until Interface `name` exists and satisfies `ready`; None after `timeout`."""
+        assert self._idl is not None
+        deadline = time.monotonic() + timeout
+        changed = self._idl.changed
+        while True:
+            with changed:
+                seen = self._idl.generation
+            iface = self.interface(name)
+            if iface is not None and ready(iface):
+                return iface
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with changed:
+                if self._idl.generation == seen:
+                    changed.wait(min(remaining, 1.0))
+
+    def wait_installed(self, name: str, timeout: float) -> bool:
+        """Wait for ovn-controller to mark Interface `name` external_ids:ovn-installed=true."""
+        return self.wait_interface(
+            name, lambda i: i.external_ids.get(OVN_INSTALLED) == "true", timeout) is not None

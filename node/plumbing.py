@@ -1,0 +1,289 @@
+"""Links, addresses and routes with pyroute2, in the agent's netns and in pods' netns.
+
+A netlink (or ioctl) socket belongs to the network namespace of the thread that created it,
+so to work inside a pod the calling thread enters the pod's netns only for the instant it
+takes to open its sockets, then returns; no process is forked and no other thread moves.
+
+On the userspace datapath ovs-vswitchd forwards packets with partial checksums as they are,
+so TCP breaks unless tx checksum offload is off on both veth ends; `tx_checksum_off` does
+what `ethtool -K <dev> tx off` does (ETHTOOL_STXCSUM; the kernel then drops TSO/GSO that
+depend on it) without a process per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+CLONE_NEWNET = 0x40000000
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_STXCSUM = 0x17
+IFNAMSIZ = 16
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class PlumbingError(RuntimeError):
+    """A link, address or route could not be set up."""
+
+
+class NetnsMissing(PlumbingError):
+    """The pod's network namespace does not exist (any more)."""
+
+
+def host_veth_name(container_id: str, ifname: str = "eth0") -> str:
+    """The host end of a pod's veth: `veth` + 11 hex digits of sha1(container id), 15 chars.
+
+    A second interface of the same container (another CNI_IFNAME) hashes the ifname too.
+    """
+    key = container_id if ifname == "eth0" else f"{container_id}/{ifname}"
+    return "veth" + hashlib.sha1(key.encode()).hexdigest()[:11]
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns failed: {os.strerror(err)}")
+
+
+def open_netns(path: str) -> int:
+    """An fd for the netns at `path` (`/var/run/netns/x`, `/proc/<pid>/ns/net`, or a name)."""
+    if "/" not in path:
+        path = f"/var/run/netns/{path}"
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise NetnsMissing(f"network namespace {path} does not exist") from exc
+
+
+def enter_netns(path: str) -> None:
+    """Move the calling thread into the netns at `path` for good (dedicated threads only)."""
+    fd = open_netns(path)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def thread_in_netns(fd: int) -> Iterator[None]:
+    """Run the body with this thread in netns `fd`; always come back (or die loudly)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(fd)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+
+
+@dataclass
+class NetnsHandle:
+    """Sockets opened inside one netns: netlink (pyroute2) and one for ethtool ioctls."""
+
+    ipr: IPRoute
+    ioctl_sock: socket.socket
+
+    def close(self) -> None:
+        self.ipr.close()
+        self.ioctl_sock.close()
+
+
+@contextlib.contextmanager
+def sockets_in(netns_fd: int | None = None) -> Iterator[NetnsHandle]:
+    """A NetnsHandle for the netns `netns_fd` (None: the agent's own netns)."""
+    if netns_fd is None:
+        handle = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    else:
+        with thread_in_netns(netns_fd):
+            handle = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _ethtool(sock: socket.socket, ifname: str, cmd: int, data: int = 0) -> int:
+    value = ctypes.create_string_buffer(struct.pack("II", cmd, data))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    return struct.unpack("II", value.raw[:8])[1]
+
+
+def tx_checksum_off(handle: NetnsHandle, ifname: str) -> None:
+    """`ethtool -K <ifname> tx off` through the ioctl (a device without the offload: fine)."""
+    try:
+        _ethtool(handle.ioctl_sock, ifname, ETHTOOL_STXCSUM, 0)
+    except OSError as exc:
+        if exc.errno != errno.EOPNOTSUPP:
+            raise PlumbingError(f"cannot turn tx checksum offload off on {ifname}: "
+                                f"{exc}") from exc
+
+
+def tx_checksum_on(handle: NetnsHandle, ifname: str) -> bool:
+    """Whether tx checksum offload is on (ETHTOOL_GTXCSUM)."""
+    return bool(_ethtool(handle.ioctl_sock, ifname, ETHTOOL_GTXCSUM))
+
+
+def link_index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def delete_link(ifname: str) -> bool:
+    """Delete link `ifname` in the agent's netns if it is there; True if it was."""
+    with sockets_in() as handle:
+        index = link_index(handle.ipr, ifname)
+        if index is None:
+            return False
+        try:
+            handle.ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise PlumbingError(f"cannot delete {ifname}: {exc}") from exc
+            return False
+    return True
+
+
+def link_exists(ifname: str) -> bool:
+    with sockets_in() as handle:
+        return link_index(handle.ipr, ifname) is not None
+
+
+def link_mac(ipr: IPRoute, index: int) -> str:
+    return str(ipr.get_links(index)[0].get("IFLA_ADDRESS"))
+
+
+@dataclass(frozen=True)
+class PodInterface:
+    """What goes into the pod: its interface and how it routes."""
+
+    ifname: str
+    mac: str
+    ip: str  # "10.16.0.5/16"
+    gateway: str
+    mtu: int
+    routes: tuple[tuple[str, str], ...] = ()  # (destination, next hop), default route first
+
+
+def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
+          tx_off: bool = True) -> str:
+    """Create the veth pair, the pod end inside the netns configured; return the host MAC.
+
+    A leftover host end of the same name (an earlier, interrupted ADD) is deleted first;
+    its pod end goes with it.
+    """
+    netns_fd = open_netns(netns_path)
+    try:
+        delete_link(host_ifname)
+        with sockets_in() as host, sockets_in(netns_fd) as inside:
+            if link_index(inside.ipr, pod.ifname) is not None:
+                raise PlumbingError(f"{pod.ifname} already exists in {netns_path}")
+            try:
+                host.ipr.link("add", ifname=host_ifname, kind="veth", mtu=pod.mtu,
+                              peer={"ifname": pod.ifname, "net_ns_fd": netns_fd,
+                                    "address": pod.mac, "mtu": pod.mtu})
+            except NetlinkError as exc:
+                raise PlumbingError(f"cannot create veth {host_ifname}/{pod.ifname}: "
+                                    f"{exc}") from exc
+            try:
+                host_index = link_index(host.ipr, host_ifname)
+                pod_index = link_index(inside.ipr, pod.ifname)
+                if host_index is None or pod_index is None:
+                    raise PlumbingError(f"veth {host_ifname}/{pod.ifname} vanished")
+                _configure_pod_end(inside, pod_index, pod, tx_off)
+                if tx_off:
+                    tx_checksum_off(host, host_ifname)
+                host.ipr.link("set", index=host_index, state="up")
+                return link_mac(host.ipr, host_index)
+            except (NetlinkError, PlumbingError, OSError) as exc:
+                with contextlib.suppress(NetlinkError):
+                    host.ipr.link("del", ifname=host_ifname)
+                if isinstance(exc, PlumbingError):
+                    raise
+                raise PlumbingError(f"cannot configure {pod.ifname} in {netns_path}: "
+                                    f"{exc}") from exc
+    finally:
+        os.close(netns_fd)
+
+
+def _configure_pod_end(inside: NetnsHandle, index: int, pod: PodInterface,
+                       tx_off: bool) -> None:
+    ipr = inside.ipr
+    if tx_off:
+        tx_checksum_off(inside, pod.ifname)
+    iface = ipaddress.ip_interface(pod.ip)
+    ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    ipr.link("set", index=index, state="up")
+    lo = link_index(ipr, "lo")
+    if lo is not None:
+        ipr.link("set", index=lo, state="up")
+    for dst, via in pod.routes:
+        if dst in ("0.0.0.0/0", "::/0"):
+            ipr.route("replace", dst="default", gateway=via, oif=index)
+        else:
+            ipr.route("replace", dst=dst, gateway=via, oif=index)
+
+
+@dataclass(frozen=True)
+class PodLinkState:
+    """What CHECK compares with the previous result."""
+
+    mac: str
+    mtu: int
+    up: bool
+    addresses: tuple[str, ...]  # "10.16.0.5/16"
+    gateways: tuple[str, ...]  # next hops of default routes via this link
+
+
+def inspect_pod_link(netns_path: str, ifname: str) -> PodLinkState | None:
+    """The pod end as the kernel has it; None if there is no such interface."""
+    netns_fd = open_netns(netns_path)
+    try:
+        with sockets_in(netns_fd) as inside:
+            index = link_index(inside.ipr, ifname)
+            if index is None:
+                return None
+            link = inside.ipr.get_links(index)[0]
+            addresses = tuple(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                              for a in inside.ipr.get_addr(index=index))
+            gateways = tuple(str(r.get("RTA_GATEWAY")) for r in inside.ipr.get_default_routes()
+                             if r.get("RTA_OIF") == index and r.get("RTA_GATEWAY"))
+            return PodLinkState(mac=str(link.get("IFLA_ADDRESS")), mtu=int(link.get("IFLA_MTU")),
+                                up=link.get("state") == "up", addresses=addresses,
+                                gateways=gateways)
+    finally:
+        os.close(netns_fd)
+
+
+def sync_link_routes(ifname: str, gateway: str, destinations: Sequence[str]) -> tuple[int, int]:
+    """Make the routes via `gateway` on `ifname` exactly `destinations`; (added, removed)."""
+    with sockets_in() as host:
+        index = link_index(host.ipr, ifname)
+        if index is None:
+            raise PlumbingError(f"{ifname} does not exist")
+        wanted = {str(ipaddress.ip_network(d, strict=False)) for d in destinations}
+        present = set()
+        for route in host.ipr.get_routes(oif=index, family=socket.AF_INET):
+            if route.get("RTA_GATEWAY") != gateway or route.get("RTA_DST") is None:
+                continue
+            present.add(f"{route.get('RTA_DST')}/{route['dst_len']}")
+        for dst in sorted(present - wanted):
+            host.ipr.route("del", dst=dst, gateway=gateway, oif=index)
+        for dst in sorted(wanted - present):
+            host.ipr.route("replace", dst=dst, gateway=gateway, oif=index)
+        return len(wanted - present), len(present - wanted)

@@ -1,0 +1,111 @@
+"""Calling a CNI plugin the way a container runtime does (the runtime side of the CNI spec).
+
+The network configuration comes from a conflist file; like libcni we take its first plugin
+and inject the list's `name` and `cniVersion`. The plugin binary `<type>` is looked up in the
+CNI bin dir and exec'd per call with the CNI_* environment and the configuration on stdin,
+inside the node's network namespace (`ip netns exec`): a real runtime runs in the host's
+namespace, which in the sandbox is the node netns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Well-known CNI error codes (spec "Error" section).
+INVALID_NETWORK_CONFIG = 7
+TRY_AGAIN_LATER = 11
+# Not in the spec: the plugin could not be run or printed no valid answer.
+EXEC_FAILED = 999
+
+
+class CniError(Exception):
+    """An error result of a plugin (or of running it): code, msg and details as the spec has."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(f"{msg} ({details})" if details else msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    @property
+    def retry_soon(self) -> bool:
+        return self.code == TRY_AGAIN_LATER
+
+
+def load_conf(path: Path) -> dict[str, Any]:
+    """The network configuration a runtime hands its (first) plugin for conflist `path`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise CniError(INVALID_NETWORK_CONFIG, f"cannot read CNI config {path}: {exc}") from exc
+    if "plugins" not in data:  # a single-plugin .conf file
+        return data
+    plugins = data.get("plugins") or []
+    if not plugins or not isinstance(plugins[0], dict) or "type" not in plugins[0]:
+        raise CniError(INVALID_NETWORK_CONFIG, f"{path}: conflist without a plugin with a type")
+    return {**plugins[0], "name": data.get("name", ""), "cniVersion": data.get("cniVersion", "")}
+
+
+@dataclass(frozen=True)
+class CniCall:
+    """What identifies one attachment: the same values go to ADD and DEL."""
+
+    container_id: str
+    netns_path: str  # "/var/run/netns/<name>"
+    ifname: str
+    namespace: str
+    pod: str
+    pod_uid: str
+
+    def env(self, command: str, bin_dir: Path) -> dict[str, str]:
+        args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={self.namespace};K8S_POD_NAME={self.pod};"
+                f"K8S_POD_INFRA_CONTAINER_ID={self.container_id};K8S_POD_UID={self.pod_uid}")
+        return {"CNI_COMMAND": command, "CNI_CONTAINERID": self.container_id,
+                "CNI_NETNS": self.netns_path, "CNI_IFNAME": self.ifname, "CNI_ARGS": args,
+                "CNI_PATH": str(bin_dir)}
+
+
+def invoke(command: str, call: CniCall, conf: dict[str, Any], bin_dir: Path,
+           node_netns: str | None, timeout: float = 180) -> dict[str, Any]:
+    """Exec the plugin for `command` (ADD, DEL, CHECK); its JSON result, or CniError."""
+    plugin = bin_dir / str(conf.get("type", ""))
+    if not conf.get("type") or not os.access(plugin, os.X_OK):
+        raise CniError(EXEC_FAILED, f"CNI plugin {conf.get('type')!r} not found in {bin_dir}")
+    argv = [str(plugin)]
+    if node_netns is not None:
+        argv = ["ip", "netns", "exec", node_netns, *argv]
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           **call.env(command, bin_dir)}
+    try:
+        proc = subprocess.run(argv, input=json.dumps(conf).encode(), capture_output=True,
+                              env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise CniError(EXEC_FAILED, f"CNI {command} did not return in {timeout:.0f}s") from exc
+    except OSError as exc:
+        raise CniError(EXEC_FAILED, f"cannot run {plugin}: {exc}") from exc
+    out = proc.stdout.decode(errors="replace").strip()
+    try:
+        answer = json.loads(out) if out else {}
+    except ValueError:
+        answer = None
+    if proc.returncode != 0:
+        if isinstance(answer, dict) and "code" in answer:
+            raise CniError(int(answer.get("code") or EXEC_FAILED), str(answer.get("msg", "")),
+                           str(answer.get("details", "")))
+        stderr = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise CniError(EXEC_FAILED, f"CNI {command} exited with {proc.returncode}",
+                       stderr[-1] if stderr else out[:200])
+    if not isinstance(answer, dict):
+        raise CniError(EXEC_FAILED, f"CNI {command} printed no JSON result", out[:200])
+    return answer
+
+
+def result_ips(result: dict[str, Any]) -> list[str]:
+    """The addresses (without prefix length) of a CNI result, in order."""
+    return [str(entry["address"]).split("/")[0] for entry in result.get("ips") or []
+            if entry.get("address")]

@@ -1,0 +1,154 @@
+"""What makes pods really run in the sandbox: per node a kovn node agent (`kovn node`, in the
+node's netns) and a sandbox kubelet, plus the CNI configuration a runtime would read.
+
+Files per node, in its directory D: cni/net.d/10-kovn.conflist, cni/bin/kovn-cni (a link to
+the installed plugin), cni.sock (the agent's), kubelet/ (pod records, ADD log), agent.log,
+kubelet.log. The API server listens on the machine's loopback, which a node netns does not
+have: agents reach it through `--kube-netns <prefix>-host`, a name the sandbox gives to the
+root network namespace (`ip netns attach`; /proc/1/ns/net is not always readable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sandbox import procs
+from sandbox.config import SandboxConfig
+from sandbox.errors import SandboxError, SandboxTimeout
+from sandbox.kube import REPO, kubeconfig, python_env, verb_available
+from sandbox.netns import ip, netns_delete
+from sandbox.node import SandboxNode
+
+PLUGIN = "kovn-cni"
+CONF_NAME = "10-kovn.conflist"
+MGMT_PORT = "ovn0"
+Record = Callable[[procs.Daemon], None]
+
+
+def agent_socket(node: SandboxNode) -> Path:
+    return node.dir / "cni.sock"
+
+
+def cni_conf(node: SandboxNode) -> Path:
+    return node.dir / "cni" / "net.d" / CONF_NAME
+
+
+def cni_bin(node: SandboxNode) -> Path:
+    return node.dir / "cni" / "bin"
+
+
+def kubelet_state(node: SandboxNode) -> Path:
+    return node.dir / "kubelet"
+
+
+def find_plugin() -> Path | None:
+    """The installed `kovn-cni` console script: next to this Python first (a pyenv shim on
+    PATH would add a shell and pyenv to every CNI call), else on PATH."""
+    beside = Path(sys.executable).parent / PLUGIN
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(PLUGIN)
+    return Path(found) if found else None
+
+
+def why_no_workloads() -> str | None:
+    """What is missing to run pods (node agent, CNI plugin), or None."""
+    if not verb_available("node"):
+        return "`kovn node` (the node agent) does not exist yet"
+    if find_plugin() is None:
+        return f"the {PLUGIN} CNI plugin is not installed (pip install -e . in the repo)"
+    return None
+
+
+def write_cni_files(node: SandboxNode, plugin: Path) -> None:
+    conf = {"cniVersion": "1.1.0", "name": "kovn",
+            "plugins": [{"type": PLUGIN, "socket": str(agent_socket(node))}]}
+    cni_conf(node).parent.mkdir(parents=True, exist_ok=True)
+    cni_conf(node).write_text(json.dumps(conf, indent=2) + "\n")
+    cni_bin(node).mkdir(parents=True, exist_ok=True)
+    link = cni_bin(node) / PLUGIN
+    link.unlink(missing_ok=True)
+    link.symlink_to(plugin)
+
+
+def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list[str]:
+    """`kovn node` for this node (run inside the node's netns)."""
+    return [sys.executable, "-m", "cli.main", "node", "--node", node.name,
+            "--kubeconfig", str(kubeconfig(config)), "--ovs-db", node.ovs_remote,
+            "--sb-remote", sb_remote, "--encap-ip", node.underlay_ip,
+            "--datapath-type", "netdev", "--socket", str(agent_socket(node)),
+            "--kube-netns", config.host_netns]
+
+
+def start_agent(config: SandboxConfig, node: SandboxNode, sb_remote: str,
+                record: Record) -> procs.Daemon:
+    daemon = procs.spawn_daemon(
+        f"{node.name}/agent", agent_argv(config, node, sb_remote),
+        pidfile=node.dir / "agent.pid", log=node.dir / "agent.log",
+        match=(str(agent_socket(node)),), env=python_env(), cwd=REPO, netns=node.netns)
+    record(daemon)
+    return daemon
+
+
+def start_kubelet(config: SandboxConfig, node: SandboxNode, record: Record) -> None:
+    pidfile = node.dir / "kubelet.pid"
+    argv = [sys.executable, "-m", "sandbox.kubelet", f"--pidfile={pidfile}",
+            "--node", node.name, "--node-ip", node.underlay_ip, "--node-netns", node.netns,
+            "--kubeconfig", str(kubeconfig(config)), "--cni-conf", str(cni_conf(node)),
+            "--cni-bin", str(cni_bin(node)), "--state", str(kubelet_state(node)),
+            "--prefix", config.prefix]
+    record(procs.spawn_daemon(f"{node.name}/kubelet", argv, pidfile=pidfile,
+                              log=node.dir / "kubelet.log", env=python_env(), cwd=REPO))
+
+
+def name_host_netns(config: SandboxConfig) -> None:
+    """`/run/netns/<prefix>-host`: the root netns (ours), for agents to reach the API server."""
+    netns_delete(config.host_netns)  # a leftover name; deleting a name never deletes the root
+    ip("netns", "attach", config.host_netns, str(os.getpid()))
+
+
+def start_workloads(config: SandboxConfig, nodes: list[SandboxNode], sb_remote: str,
+                    record: Record) -> list[str]:
+    """Start every node's kubelet and agent; the logs to read if the nodes stall."""
+    plugin = find_plugin()
+    if plugin is None or not verb_available("node"):
+        raise SandboxError(f"cannot run pods: {why_no_workloads()}; or start the sandbox "
+                           "with --no-workloads")
+    name_host_netns(config)
+    for node in nodes:
+        write_cni_files(node, plugin)
+        start_kubelet(config, node, record)
+        start_agent(config, node, sb_remote, record)
+    return [str(n.dir / "kubelet.log") for n in nodes]
+
+
+def agent_ready(node: SandboxNode) -> bool:
+    """The agent serves CNI and its management port ovn0 has its join address."""
+    if not agent_socket(node).exists():
+        return False
+    out = ip("-4", "-o", "addr", "show", "dev", MGMT_PORT, netns=node.netns, check=False)
+    return " inet " in out
+
+
+def wait_agents(nodes: Iterable[SandboxNode], daemons: Iterable[procs.Daemon],
+                timeout: float = 60) -> None:
+    """Wait until every node's agent serves CNI and has its management port; fail early if
+    an agent exits."""
+    watched = [d for d in daemons if d.name.endswith("/agent")]
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        while not agent_ready(node):
+            for daemon in watched:
+                if procs.live_pid(daemon) is None:
+                    raise SandboxError(f"{daemon.name} exited; see {daemon.log}")
+            if time.monotonic() > deadline:
+                raise SandboxTimeout(
+                    f"{node.name}'s agent does not serve {agent_socket(node)} with {MGMT_PORT} "
+                    f"up after {timeout:.0f}s; see {node.dir / 'agent.log'}")
+            time.sleep(0.1)

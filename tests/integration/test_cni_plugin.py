@@ -1,0 +1,204 @@
+"""The real `kovn-cni` binary, run the way a container runtime runs it: CNI_* env + stdin.
+
+Without an agent (errors a runtime must be able to act on), and against the agent's real
+socket server with a stand-in handler (the shim <-> agent round trip).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.cni_protocol import CniError, CniRequest, Code
+from node.cni_server import CniServer, ServerError
+
+CONF = {"cniVersion": "1.0.0", "name": "kovn", "type": "kovn-cni"}
+POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u-1"
+
+
+def plugin_binary() -> str:
+    beside = Path(sys.executable).parent / "kovn-cni"
+    found = str(beside) if beside.exists() else shutil.which("kovn-cni")
+    if found is None:
+        pytest.fail("kovn-cni is not installed: pip install -e . (see README)")
+    return found
+
+
+def cni(command: str | None, stdin: bytes | str | dict[str, Any], **env: str
+        ) -> tuple[int, dict[str, Any] | None, str]:
+    """Run kovn-cni; (exit code, parsed stdout or None if empty, stderr)."""
+    full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_PATH": "/opt/cni/bin", **env}
+    if command is not None:
+        full["CNI_COMMAND"] = command
+    data = json.dumps(stdin).encode() if isinstance(stdin, dict) else (
+        stdin.encode() if isinstance(stdin, str) else stdin)
+    proc = subprocess.run([plugin_binary()], input=data, env=full, capture_output=True,
+                          timeout=30, check=False)
+    out = proc.stdout.decode().strip()
+    return proc.returncode, json.loads(out) if out else None, proc.stderr.decode()
+
+
+def add_env(**extra: str) -> dict[str, str]:
+    return {"CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/var/run/netns/p", "CNI_IFNAME": "eth0",
+            "CNI_ARGS": POD_ARGS, **extra}
+
+
+def assert_error(rc: int, out: dict[str, Any] | None, code: int, *words: str) -> None:
+    assert rc != 0
+    assert out is not None and set(out) == {"cniVersion", "code", "msg", "details"}, out
+    assert out["code"] == code, out
+    for word in words:
+        assert word in out["msg"], out["msg"]
+
+
+def test_version() -> None:
+    rc, out, _ = cni("VERSION", {"cniVersion": "1.0.0"})
+    assert rc == 0
+    assert out == {"cniVersion": "1.0.0",
+                   "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+    rc, out, _ = cni("VERSION", b"")
+    assert rc == 0 and out is not None and out["cniVersion"] == "1.1.0"
+
+
+def test_malformed_config() -> None:
+    assert_error(*cni("ADD", b"{this is not json", **add_env())[:2], Code.DECODE_FAILED,
+                 "not JSON")
+    assert_error(*cni("ADD", b"", **add_env())[:2], Code.DECODE_FAILED, "stdin")
+    assert_error(*cni("ADD", {"cniVersion": "1.0.0", "type": "kovn-cni"}, **add_env())[:2],
+                 Code.INVALID_CONFIG, "name")
+    assert_error(*cni("ADD", {**CONF, "annotationTimeout": "x"}, **add_env())[:2],
+                 Code.INVALID_CONFIG, "annotationTimeout")
+
+
+def test_missing_env() -> None:
+    rc, out, err = cni(None, CONF, **add_env())
+    assert_error(rc, out, Code.INVALID_ENVIRONMENT, "CNI_COMMAND is not set")
+    assert "CNI_COMMAND" in err  # also said on stderr, for the runtime's log
+    env = add_env()
+    del env["CNI_CONTAINERID"]
+    assert_error(*cni("ADD", CONF, **env)[:2], Code.INVALID_ENVIRONMENT, "CNI_CONTAINERID")
+    assert_error(*cni("ADD", CONF, **add_env(CNI_ARGS=""))[:2], Code.INVALID_ENVIRONMENT,
+                 "K8S_POD_NAMESPACE")
+
+
+def test_unknown_command() -> None:
+    assert_error(*cni("FROBNICATE", CONF, **add_env())[:2], Code.INVALID_ENVIRONMENT,
+                 "unknown CNI_COMMAND", "FROBNICATE")
+
+
+def test_unsupported_version() -> None:
+    rc, out, _ = cni("ADD", {**CONF, "cniVersion": "0.2.0"}, **add_env())
+    assert_error(rc, out, Code.INCOMPATIBLE_VERSION, "0.2.0", "1.1.0")
+    assert_error(*cni("STATUS", CONF)[:2], Code.INCOMPATIBLE_VERSION, "1.1.0")
+
+
+def test_agent_missing(tmp_path: Path) -> None:
+    sock = str(tmp_path / "nobody.sock")
+    rc, out, _ = cni("ADD", {**CONF, "socket": sock}, **add_env())
+    assert_error(rc, out, Code.TRY_AGAIN_LATER, sock, "start `kovn node`")
+    rc, out, _ = cni("STATUS", {**CONF, "cniVersion": "1.1.0", "socket": sock})
+    assert_error(rc, out, Code.NOT_AVAILABLE, "start `kovn node`")
+    # $KOVN_CNI_SOCKET wins over the config
+    rc, out, _ = cni("DEL", {**CONF, "socket": "/elsewhere"}, **add_env(KOVN_CNI_SOCKET=sock))
+    assert_error(rc, out, Code.TRY_AGAIN_LATER, sock)
+
+
+# --- against the agent's socket server -------------------------------------------------------
+
+
+class StandIn:
+    """Records requests; ADD answers a fixed result, container id "fail" a CNI error."""
+
+    def __init__(self) -> None:
+        self.requests: list[CniRequest] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, request: CniRequest) -> dict[str, Any] | None:
+        with self.lock:
+            self.requests.append(request)
+        if request.container_id == "fail":
+            raise CniError(Code.TRY_AGAIN_LATER, "no annotation yet", "pod ns/web")
+        if request.container_id == "crash":
+            raise ZeroDivisionError("boom")
+        if request.command == "ADD":
+            return {"cniVersion": request.cni_version, "interfaces": [], "ips": [],
+                    "routes": [], "dns": {}}
+        return None
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[str, StandIn]]:
+    handler = StandIn()
+    path = str(tmp_path / "run" / "cni.sock")
+    server = CniServer(path, handler).start()
+    try:
+        yield path, handler
+    finally:
+        server.stop()
+    assert not Path(path).exists(), "stop() removes the socket"
+
+
+def test_round_trip(agent: tuple[str, StandIn]) -> None:
+    path, handler = agent
+    rc, out, _ = cni("ADD", {**CONF, "socket": path, "annotationTimeout": 3}, **add_env())
+    assert rc == 0 and out is not None and out["cniVersion"] == "1.0.0"
+    (req,) = handler.requests
+    assert (req.command, req.container_id, req.netns, req.ifname) == (
+        "ADD", "c0ffee", "/var/run/netns/p", "eth0")
+    assert (req.pod_namespace, req.pod_name, req.pod_uid, req.annotation_timeout) == (
+        "ns", "web", "u-1", 3.0)
+    rc, out, _ = cni("DEL", {**CONF, "socket": path}, **add_env(CNI_NETNS=""))
+    assert (rc, out) == (0, None)
+    rc, out, _ = cni("STATUS", {**CONF, "cniVersion": "1.1.0", "socket": path})
+    assert (rc, out) == (0, None)
+
+
+def test_agent_errors_pass_through(agent: tuple[str, StandIn]) -> None:
+    path, _ = agent
+    rc, out, _ = cni("ADD", {**CONF, "socket": path}, **add_env(CNI_CONTAINERID="fail"))
+    assert_error(rc, out, Code.TRY_AGAIN_LATER, "no annotation yet")
+    assert out is not None and out["details"] == "pod ns/web"
+    rc, out, _ = cni("ADD", {**CONF, "socket": path}, **add_env(CNI_CONTAINERID="crash"))
+    assert_error(rc, out, Code.INTERNAL, "boom")
+
+
+def test_parallel_requests(agent: tuple[str, StandIn]) -> None:
+    path, handler = agent
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        rc, _, _ = cni("ADD", {**CONF, "socket": path}, **add_env(CNI_CONTAINERID=f"c{i}"))
+        results.append(rc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [0] * 6
+    assert sorted(r.container_id for r in handler.requests) == [f"c{i}" for i in range(6)]
+
+
+def test_second_agent_refused(agent: tuple[str, StandIn]) -> None:
+    path, _ = agent
+    with pytest.raises(ServerError, match="another agent"):
+        CniServer(path, StandIn()).start()
+
+
+def test_stale_socket_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "cni.sock"
+    path.write_text("left by a killed agent")
+    server = CniServer(str(path), StandIn()).start()
+    try:
+        rc, _, _ = cni("DEL", {**CONF, "socket": str(path)}, **add_env())
+        assert rc == 0
+    finally:
+        server.stop()
