@@ -9,6 +9,7 @@ objects; the wiring (rows -> reconcile -> ovn-controller binds -> packets flow) 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import subprocess
 import sys
@@ -17,16 +18,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from controller import topology as controller_topology
+from controller.config import ClusterConfig
+from controller.podnetwork import mac_from_ip
+from controller.subnets import SubnetSpec
 from northbound import names
-from northbound.rows import (
-    CLUSTER,
-    LogicalRouter,
-    LogicalRouterPort,
-    LogicalSwitch,
-    LogicalSwitchPort,
-    NbRow,
-    Owner,
-)
+from northbound.rows import NbRow, Owner
 from sandbox.cluster import Sandbox
 from sandbox.pods import PodSpec, TestPod, add_pod, remove_pod, wait_ovn_installed
 from sandbox.probe import ping, probe
@@ -57,45 +54,31 @@ class DemoPod:
 
 
 def mac_for(ip: str) -> str:
-    """0a:58 + the IPv4 address, the convention of ovn-kubernetes: unique and readable."""
-    return "0a:58:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
+    return mac_from_ip(ip)
 
 
 def gateway_of(subnet: str) -> str:
     return str(ipaddress.ip_network(SUBNETS[subnet])[1])
 
 
-def subnet_rows(subnet: str) -> list[NbRow]:
-    """A subnet switch linked to the cluster router."""
-    owner = Owner(names.OwnerType.SUBNET, subnet)
-    net = ipaddress.ip_network(SUBNETS[subnet])
-    gateway = gateway_of(subnet)
-    lrp = names.router_port(names.CLUSTER_ROUTER, subnet)
-    return [
-        LogicalSwitch(owner=owner, name=names.subnet_switch(subnet),
-                      other_config={"subnet": str(net)}),
-        LogicalRouterPort(owner=owner, name=lrp, router=names.CLUSTER_ROUTER,
-                          mac=mac_for(gateway), networks=(f"{gateway}/{net.prefixlen}",)),
-        LogicalSwitchPort(owner=owner, name=names.switch_router_port(subnet, names.CLUSTER_ROUTER),
-                          switch=subnet, type="router", addresses=("router",),
-                          options={"router-port": lrp}),
-    ]
-
-
-def pod_rows(pod: DemoPod) -> list[NbRow]:
-    address = f"{mac_for(pod.ip)} {pod.ip}"
-    return [LogicalSwitchPort(owner=pod.owner, name=pod.port_name, switch=pod.subnet,
-                              addresses=(address,), port_security=(address,),
-                              options={"requested-chassis": pod.node})]
+def subnet_spec(subnet: str) -> SubnetSpec:
+    return SubnetSpec(name=subnet, cidr=SUBNETS[subnet], gateway=gateway_of(subnet))
 
 
 def topology(pods: Iterable[DemoPod]) -> list[NbRow]:
-    """Every row of the demo: router, subnets and pod ports."""
-    rows: list[NbRow] = [LogicalRouter(owner=CLUSTER, name=names.CLUSTER_ROUTER)]
+    """Every row of the demo, built by the controller's own translation: cluster router,
+    join switch and LB group, the two subnets, and the pod ports."""
+    config = ClusterConfig()
+    rows: list[NbRow] = list(controller_topology.cluster_rows(config))
     for subnet in SUBNETS:
-        rows += subnet_rows(subnet)
+        rows += controller_topology.subnet_rows(subnet_spec(subnet), config)
     for pod in pods:
-        rows += pod_rows(pod)
+        network = controller_topology.pod_network(f"{pod.namespace}/{pod.name}", pod.ip, None,
+                                                  subnet_spec(pod.subnet), config)
+        # These pods are plugged by hand, with no pod UID to match: no iface-id-ver pinning.
+        rows += [dataclasses.replace(row, options={"requested-chassis": pod.node})
+                 for row in controller_topology.pod_rows(f"{pod.namespace}/{pod.name}",
+                                                         network, pod.node, uid="")]
     return rows
 
 
