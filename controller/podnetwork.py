@@ -12,8 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 POD_NETWORK = "kovn.io/pod-network"
 NODE_NETWORK = "kovn.io/node-network"
 
@@ -49,17 +52,26 @@ def _check_interface(ip: str, mac: str, gateway: str) -> None:
         raise ValueError(f"mac {mac!r} is not a MAC address")
 
 
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _parse(annotation: str, text: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """`build` from the annotation's JSON; ValueError naming the annotation on anything
+    malformed (ValueError: not JSON or refused fields; AttributeError: not an object)."""
+    try:
+        return build(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed {annotation} annotation {text!r}: {exc}") from exc
+
+
 @dataclass(frozen=True)
-class PodNetwork:
-    """`kovn.io/pod-network`: everything the node agent needs to plumb eth0."""
+class _Interface:
+    """An address on a logical switch port: checked at construction."""
 
     ip: str  # with prefix length: "10.16.0.5/16"
     mac: str
     gateway: str
-    subnet: str
-    logical_switch_port: str
-    mtu: int = DEFAULT_MTU
-    routes: tuple[Route, ...] = field(default=())
 
     def __post_init__(self) -> None:
         _check_interface(self.ip, self.mac, self.gateway)
@@ -69,61 +81,52 @@ class PodNetwork:
         """The IP without its prefix length."""
         return self.ip.partition("/")[0]
 
+
+@dataclass(frozen=True)
+class PodNetwork(_Interface):
+    """`kovn.io/pod-network`: everything the node agent needs to plumb eth0."""
+
+    subnet: str
+    logical_switch_port: str
+    mtu: int = DEFAULT_MTU
+    routes: tuple[Route, ...] = field(default=())
+
     def encode(self) -> str:
         data = asdict(self)
         data["routes"] = [r.to_json() for r in self.routes]
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return _dump(data)
 
     @classmethod
     def decode(cls, text: str) -> PodNetwork:
         """Parse the annotation; ValueError (with what is wrong) on anything malformed."""
-        try:
-            data = json.loads(text)
-            routes = tuple(Route(r["dest"], r["nextHop"]) for r in data.get("routes", ()))
-            return cls(ip=data["ip"], mac=data["mac"], gateway=data.get("gateway", ""),
-                       subnet=data["subnet"], logical_switch_port=data["logical_switch_port"],
-                       mtu=int(data.get("mtu", DEFAULT_MTU)), routes=routes)
-        # ValueError: not JSON, or fields PodNetwork/NodeNetwork refuse; AttributeError: JSON
-        # that is not an object (null, a list).
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed {POD_NETWORK} annotation {text!r}: {exc}") from exc
+        return _parse(POD_NETWORK, text, lambda data: cls(
+            ip=data["ip"], mac=data["mac"], gateway=data.get("gateway", ""),
+            subnet=data["subnet"], logical_switch_port=data["logical_switch_port"],
+            mtu=int(data.get("mtu", DEFAULT_MTU)),
+            routes=tuple(Route(r["dest"], r["nextHop"]) for r in data.get("routes", ()))))
 
 
 @dataclass(frozen=True)
-class NodeNetwork:
-    """`kovn.io/node-network`: the node's management port on the join switch."""
+class NodeNetwork(_Interface):
+    """`kovn.io/node-network`: the node's management port on the join switch. Its gateway is
+    the cluster router's join address: routes to pod subnets go via it."""
 
-    ip: str  # "100.64.0.3/16"
-    mac: str
-    gateway: str  # the cluster router's join address: routes to pod subnets go via it
     logical_switch_port: str
     pod_subnets: tuple[str, ...] = ()
     mtu: int = DEFAULT_MTU
 
-    def __post_init__(self) -> None:
-        _check_interface(self.ip, self.mac, self.gateway)
-
-    @property
-    def address(self) -> str:
-        return self.ip.partition("/")[0]
-
     def encode(self) -> str:
         data = asdict(self)
         data["pod_subnets"] = list(self.pod_subnets)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return _dump(data)
 
     @classmethod
     def decode(cls, text: str) -> NodeNetwork:
-        try:
-            data = json.loads(text)
-            return cls(ip=data["ip"], mac=data["mac"], gateway=data["gateway"],
-                       logical_switch_port=data["logical_switch_port"],
-                       pod_subnets=tuple(data.get("pod_subnets", ())),
-                       mtu=int(data.get("mtu", DEFAULT_MTU)))
-        # ValueError: not JSON, or fields PodNetwork/NodeNetwork refuse; AttributeError: JSON
-        # that is not an object (null, a list).
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed {NODE_NETWORK} annotation {text!r}: {exc}") from exc
+        return _parse(NODE_NETWORK, text, lambda data: cls(
+            ip=data["ip"], mac=data["mac"], gateway=data["gateway"],
+            logical_switch_port=data["logical_switch_port"],
+            pod_subnets=tuple(data.get("pod_subnets", ())),
+            mtu=int(data.get("mtu", DEFAULT_MTU))))
 
 
 def mac_from_ip(ip: str) -> str:

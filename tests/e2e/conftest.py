@@ -89,6 +89,18 @@ def e2e_lock() -> Iterator[None]:
         yield
 
 
+def running(config: SandboxConfig) -> Iterator[Sandbox]:
+    """Up for the fixture's lifetime, always down after. A failing up() has already
+    stopped everything it started (keeping its logs for reading)."""
+    sandbox = Sandbox(config)
+    sandbox.up(progress=lambda _line: None)
+    try:
+        yield sandbox
+    finally:
+        with contextlib.suppress(SandboxError):
+            sandbox.down()
+
+
 @pytest.fixture(scope="session")
 def e2e_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A 2-node OVN sandbox shared by the session (no NB TCP port, no Kubernetes), always
@@ -97,14 +109,7 @@ def e2e_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         state_dir=tmp_path_factory.mktemp("sandbox"), prefix=SESSION_PREFIX, nb_tcp_port=None,
         kube=False, controller=False,
     )
-    sandbox = Sandbox(config)
-    # A failing up() has already stopped everything (keeping its logs for reading).
-    sandbox.up(progress=lambda _line: None)
-    try:
-        yield sandbox
-    finally:
-        with contextlib.suppress(SandboxError):
-            sandbox.down()
+    yield from running(config)
 
 
 @pytest.fixture(scope="session")
@@ -119,13 +124,7 @@ def kube_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         nb_tcp_port=None, kube=True, controller=False, workloads=False,
         apiserver_port=0, etcd_port=0, etcd_peer_port=0,
     )
-    sandbox = Sandbox(config)
-    sandbox.up(progress=lambda _line: None)
-    try:
-        yield sandbox
-    finally:
-        with contextlib.suppress(SandboxError):
-            sandbox.down()
+    yield from running(config)
 
 
 def why_no_pods() -> str | None:
@@ -145,10 +144,4 @@ def cluster_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
         nb_tcp_port=None, kube=True, controller=True, workloads=True,
         apiserver_port=0, etcd_port=0, etcd_peer_port=0,
     )
-    sandbox = Sandbox(config)
-    sandbox.up(progress=lambda _line: None)
-    try:
-        yield sandbox
-    finally:
-        with contextlib.suppress(SandboxError):
-            sandbox.down()
+    yield from running(config)
