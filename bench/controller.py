@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import nb_apply
-from controller.podnetwork import POD_NETWORK
+from contract.podnetwork import POD_NETWORK
 from operators.kubeapi import KubeAPI, KubeError
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig
-from tests.e2e.controlplane import ControllerProcess, nb_ports, pod_manifest
+from sandbox.controlplane import ControllerProcess, nb_ports, pod_manifest
 
 NAMESPACES = 20
 NODES = 50

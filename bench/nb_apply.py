@@ -21,6 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as `python3 bench/nb_apply.py`, kovn installed or not
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from northbound import names
 from northbound.connection import NbConnection
 from northbound.reconciler import Reconciler

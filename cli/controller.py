@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from contract import defaults
 from controller.config import ClusterConfig
 from northbound.connection import DEFAULT_NB, NorthboundUnavailable
 
@@ -32,11 +33,11 @@ def register(subparsers: Any) -> None:
                         help=f"NB address (default $KOVN_NB or {DEFAULT_NB})")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                         help="kubeconfig (default $KUBECONFIG, else in-cluster)")
-    parser.add_argument("--default-cidr", default=os.environ.get("KOVN_DEFAULT_CIDR",
-                                                                 "10.16.0.0/16"))
-    parser.add_argument("--join-cidr", default="100.64.0.0/16")
-    parser.add_argument("--service-cidr", default="10.96.0.0/16")
-    parser.add_argument("--mtu", type=int, default=1400)
+    parser.add_argument("--default-cidr",
+                        default=os.environ.get("KOVN_DEFAULT_CIDR", defaults.POD_CIDR))
+    parser.add_argument("--join-cidr", default=defaults.JOIN_CIDR)
+    parser.add_argument("--service-cidr", default=defaults.SERVICE_CIDR)
+    parser.add_argument("--mtu", type=int, default=defaults.DEFAULT_MTU)
     parser.add_argument("--resync", type=float, default=60.0,
                         help="seconds between full reconciles (drift repair, GC)")
     parser.set_defaults(func=run)

@@ -18,7 +18,7 @@ LOG = logging.getLogger("kovn.node")
 def run(args: argparse.Namespace) -> int:
     from node.agent import Agent, AgentConfig
     from node.cni_server import ServerError
-    from node.kube import KubeError
+    from kube.client import KubeError
     from node.ovs import OvsError
 
     config = AgentConfig(

@@ -5,17 +5,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from controller.podnetwork import DEFAULT_MTU
+from contract import defaults
 from northbound import names
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     default_subnet: str = names.DEFAULT_SUBNET
-    default_cidr: str = "10.16.0.0/16"
-    join_cidr: str = "100.64.0.0/16"
-    service_cidr: str = "10.96.0.0/16"
-    mtu: int = DEFAULT_MTU
+    default_cidr: str = defaults.POD_CIDR
+    join_cidr: str = defaults.JOIN_CIDR
+    service_cidr: str = defaults.SERVICE_CIDR
+    mtu: int = defaults.DEFAULT_MTU
 
     @property
     def join_gateway(self) -> str:
@@ -27,5 +27,6 @@ class ClusterConfig:
         return ipaddress.IPv4Network(self.join_cidr).prefixlen
 
     def reserved_ranges(self) -> dict[str, str]:
-        """Ranges no Subnet may overlap."""
-        return {"join": self.join_cidr, "service": self.service_cidr}
+        """Ranges no Subnet may overlap (what -> CIDR; node addresses are added by the
+        caller, which knows the Nodes)."""
+        return {"join range": self.join_cidr, "service range": self.service_cidr}

@@ -13,8 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.podnetwork import LOGICAL_SWITCH
 from controller.ipam import parse_excludes
-from controller.podnetwork import LOGICAL_SWITCH
+from northbound import names
+
+
+def reserved_names() -> frozenset[str]:
+    """Names a Subnet may not take: a Subnet's switch carries its name, and its router link
+    is `ovn-cluster-<name>` / `<name>-ovn-cluster`, so a Subnet named after kovn's own
+    switches or router would claim (or collide with) the cluster's rows. Kubernetes names
+    cannot hold '_' or capitals, so the per-node names (`GR_<node>`, `ext_<node>`) are safe."""
+    return frozenset({names.JOIN_SWITCH, names.CLUSTER_ROUTER})
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
 
 def _own_problems(spec: SubnetSpec) -> list[Problem]:
     problems = []
+    if spec.name in reserved_names():
+        problems.append(Problem("ReservedName", f"the name {spec.name!r} is kovn's own "
+                                f"{'switch' if spec.name == names.JOIN_SWITCH else 'router'}:"
+                                " pick another name for this Subnet"))
     network = spec.network
     try:
         gateway = ipaddress.IPv4Address(spec.gateway)
@@ -121,9 +134,9 @@ def validate(
     specs: Iterable[SubnetSpec], reserved: Mapping[str, str]
 ) -> dict[str, list[Problem]]:
     """Problems of every subnet, given all of them and the cluster's reserved ranges
-    (join, services: name -> CIDR). On an overlap or a namespace claimed twice, the older
-    Subnet keeps it and the newer one is invalid, so creating a bad Subnet never breaks a
-    working one."""
+    (what -> CIDR: "join range", "service range", "address of node n1"...). On an overlap or
+    a namespace claimed twice, the older Subnet keeps it and the newer one is invalid, so
+    creating a bad Subnet never breaks a working one."""
     ordered = sorted(specs, key=_claim_order)
     problems: dict[str, list[Problem]] = {s.name: _own_problems(s) for s in ordered}
     accepted: list[SubnetSpec] = []
@@ -133,7 +146,8 @@ def validate(
         for what, cidr in reserved.items():
             if spec.network.overlaps(ipaddress.IPv4Network(cidr)):
                 mine.append(Problem("OverlapsReservedRange",
-                                    f"{spec.cidr} overlaps the {what} range {cidr}"))
+                                    f"{spec.cidr} overlaps the {what} {cidr}: pick a range "
+                                    "that overlaps no cluster range"))
         for other in accepted:
             if spec.network.overlaps(other.network):
                 mine.append(Problem("OverlappingCIDR", f"{spec.cidr} overlaps subnet "

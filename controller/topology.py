@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
 from controller.config import ClusterConfig
-from controller.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
 from controller.subnets import SubnetSpec
 from northbound import names
 from northbound.rows import (

@@ -9,18 +9,20 @@ Stopping removes the socket and leaves every pod's port and veth as they are.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from controller.podnetwork import NODE_NETWORK, NodeNetwork
+from contract.podnetwork import NODE_NETWORK, NodeNetwork
+from kube.client import KubeClient, KubeError, annotations, node_path
 from node.attach import Attachments, AttachSettings
 from node.cni_protocol import DEFAULT_SOCKET, CniError, CniRequest, Code
 from node.cni_server import CniServer
-from node.kube import KubeError, NodeKube, annotations
 from node.mgmt import ManagementPort
 from node.ovs import Ovs
+from node.plumbing import NetnsMissing, enter_netns, open_netns
 
 LOG = logging.getLogger(__name__)
 
@@ -51,11 +53,29 @@ class AgentConfig:
                 "ovn-bridge-datapath-type": self.datapath_type}
 
 
+def connect_kube(kubeconfig: str | None, kube_netns: str | None = None) -> KubeClient:
+    """The agent's API client: kovn's one client, its requests made from `kube_netns` if set.
+
+    The agent runs in the node's host netns; in the sandbox that netns cannot reach the API
+    server on the machine's loopback, so a small pool of threads enters `kube_netns` once and
+    every request runs there, while everything else the agent does stays in the node's netns.
+    """
+    if kube_netns:
+        try:
+            os.close(open_netns(kube_netns))
+        except (NetnsMissing, OSError) as exc:
+            raise KubeError(0, f"--kube-netns {kube_netns}: {exc}") from exc
+    return KubeClient(kubeconfig, pool_size=8, timeout=15.0, api_netns=kube_netns,
+                      enter_netns=enter_netns,
+                      unreachable_hint="" if kube_netns else
+                      "if only another netns reaches it, pass --kube-netns")
+
+
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.ovs: Ovs | None = None
-        self.kube: NodeKube | None = None
+        self.kube: KubeClient | None = None
         self.attachments: Attachments | None = None
         self.server: CniServer | None = None
         self.mgmt: ManagementPort | None = None
@@ -70,7 +90,7 @@ class Agent:
         LOG.info("Open_vSwitch %s: system-id=%s ovn-remote=%s encap geneve/%s, %s datapath "
                  "%s", config.ovs_db, config.node, config.sb_remote, config.encap_ip,
                  config.bridge, config.datapath_type)
-        self.kube = NodeKube(config.kubeconfig, config.kube_netns)
+        self.kube = connect_kube(config.kubeconfig, config.kube_netns)
         self.attachments = Attachments(
             AttachSettings(node=config.node, bridge=config.bridge,
                            annotation_timeout=config.annotation_timeout,
@@ -103,7 +123,7 @@ class Agent:
         """One pass: read the Node, apply its node-network annotation to ovn0."""
         assert self.kube is not None and self.mgmt is not None
         try:
-            node = self.kube.node(self.config.node)
+            node = self.kube.get_or_none(node_path(self.config.node))
             if node is None:
                 self._mgmt_problem(f"Node {self.config.node} does not exist (yet)")
                 return

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from controller.podnetwork import POD_NETWORK, PodNetwork
+from contract.podnetwork import POD_NETWORK, PodNetwork
+from kube.client import KubeClient, KubeError, annotations, pod_path
 from node import plumbing
 from node.cni_protocol import (
     AddOutcome,
@@ -29,7 +30,6 @@ from node.cni_protocol import (
     add_result,
     default_routes,
 )
-from node.kube import KubeError, NodeKube, annotations
 from node.ovs import (
     ATTACHED_MAC,
     IFACE_ID,
@@ -83,13 +83,18 @@ class KeyedLocks:
                     self._locks[key] = (lock, users - 1)
 
 
+def pods_on_node(kube: KubeClient, node: str) -> list[dict[str, Any]]:
+    """Every Pod bound to `node` (KubeError if the API cannot tell)."""
+    return list(kube.list("/api/v1/pods", fields=f"spec.nodeName={node}"))
+
+
 def _attachment(iface: Iface) -> Attachment:
     return Attachment(iface.external_ids.get(SANDBOX, ""),
                       iface.external_ids.get(IFNAME_KEY, "eth0"))
 
 
 class Attachments:
-    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: NodeKube) -> None:
+    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient) -> None:
         self.settings = settings
         self.ovs = ovs
         self.kube = kube
@@ -165,7 +170,7 @@ class Attachments:
         delay = 0.05
         while True:
             try:
-                pod = self.kube.pod(req.pod_namespace, req.pod_name)
+                pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
             except KubeError as exc:
                 if time.monotonic() > deadline:
                     raise CniError(Code.TRY_AGAIN_LATER,
@@ -293,7 +298,7 @@ class Attachments:
         live: dict[str, str] | None
         try:
             live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["metadata"]["uid"]
-                    for p in self.kube.pods_on_node(self.settings.node)}
+                    for p in pods_on_node(self.kube, self.settings.node)}
         except KubeError as exc:
             LOG.warning("reconcile: cannot list the pods of %s (%s); only ports whose veth or "
                         "netns is gone are removed", self.settings.node, exc)

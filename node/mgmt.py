@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 
-from controller.podnetwork import NodeNetwork
+from contract.podnetwork import NodeNetwork
 from node import plumbing
 from node.ovs import IFACE_ID, Ovs
 

@@ -2,7 +2,8 @@
 
 A netlink (or ioctl) socket belongs to the network namespace of the thread that created it,
 so to work inside a pod the calling thread enters the pod's netns only for the instant it
-takes to open its sockets, then returns; no process is forked and no other thread moves.
+takes to open its sockets, then returns; no process is forked and no other thread moves
+(node.netns, the one setns helper, shared with the sandbox).
 
 On the userspace datapath ovs-vswitchd forwards packets with partial checksums as they are,
 so TCP breaks unless tx checksum offload is off on both veth ends; `tx_checksum_off` does
@@ -27,12 +28,12 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-CLONE_NEWNET = 0x40000000
+from node.netns import netns_path, setns, thread_in_netns
+
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
 ETHTOOL_STXCSUM = 0x17
 IFNAMSIZ = 16
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class PlumbingError(RuntimeError):
@@ -52,16 +53,9 @@ def host_veth_name(container_id: str, ifname: str = "eth0") -> str:
     return "veth" + hashlib.sha1(key.encode()).hexdigest()[:11]
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns failed: {os.strerror(err)}")
-
-
 def open_netns(path: str) -> int:
     """An fd for the netns at `path` (`/var/run/netns/x`, `/proc/<pid>/ns/net`, or a name)."""
-    if "/" not in path:
-        path = f"/var/run/netns/{path}"
+    path = netns_path(path)
     try:
         return os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
@@ -72,23 +66,9 @@ def enter_netns(path: str) -> None:
     """Move the calling thread into the netns at `path` for good (dedicated threads only)."""
     fd = open_netns(path)
     try:
-        _setns(fd)
+        setns(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def thread_in_netns(fd: int) -> Iterator[None]:
-    """Run the body with this thread in netns `fd`; always come back (or die loudly)."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(fd)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 @dataclass

@@ -3,8 +3,13 @@
 Everything happens inside one ovsdbapp command, in the connection thread: observing the
 replica, planning and writing see one consistent snapshot, and when the server answers
 TRY_AGAIN ovsdbapp re-runs the command against the fresh replica, so the plan is recomputed
-rather than replayed stale. Containers and reference sets are changed with mutations
-(add/remove one element) so that rows kovn does not own, held in the same column, stay.
+rather than replayed stale. Containers, reference sets, memberships and large set/map columns
+are changed with mutations (add/remove one element): the python IDL turns Row.addvalue/
+delvalue and setkey/delkey into one OVSDB "mutate" operation per row, deletes before inserts
+(ovs/db/idl.py, Transaction.commit), and setkey deletes the key it sets first (whether the row
+has it or not), so a changed map value is "delete k, insert k=v": OVSDB's map insert alone
+never overwrites a key. Rows and elements kovn does not own, held in the same column, stay;
+so do elements another writer adds concurrently.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command
 
-from northbound.plan import Plan
-from northbound.rows import NbRow
+from northbound.owner_index import name_of
+from northbound.plan import MapDiff, Plan, SetDiff, Update
+from northbound.rows import Membership, NbRow
 
 
 class ConflictError(RuntimeError):
@@ -25,8 +31,10 @@ class ConflictError(RuntimeError):
 class _Resolver:
     """Finds rows by name: rows created in this transaction first, then the replica."""
 
-    def __init__(self, tables: dict[str, Any]) -> None:
+    def __init__(self, tables: dict[str, Any], doomed: set[Any]) -> None:
         self._tables = tables
+        self._doomed = doomed
+        """UUIDs this transaction deletes: never found, even when indexed before their delete."""
         self._by_name: dict[str, dict[str, Any]] = {}
         self.created: dict[tuple[str, str], Any] = {}
         self.deleted: dict[tuple[str, str], Any] = {}
@@ -35,9 +43,10 @@ class _Resolver:
     def existing(self, table: str, name: str) -> Any:
         index = self._by_name.get(table)
         if index is None:
-            index = {r.name: r for r in self._tables[table].rows.values()}
+            index = {name_of(r): r for r in self._tables[table].rows.values()}
             self._by_name[table] = index
-        return index.get(name)
+        row = index.get(name)
+        return None if row is None or row.uuid in self._doomed else row
 
     def find(self, table: str, name: str) -> Any:
         row = self.created.get((table, name))
@@ -53,14 +62,40 @@ class _Resolver:
         return row
 
 
+def _leave(resolve: _Resolver, idl_row: Any, m: Membership) -> None:
+    """Take `idl_row` out of container `m` (unless the container goes in this transaction)."""
+    holder = resolve.find(m.table, m.name)
+    if holder is not None:
+        holder.delvalue(m.column, idl_row)
+
+
+def _write_elements(idl_row: Any, op: Update) -> None:
+    for column, diff in op.elements.items():
+        if isinstance(diff, SetDiff):
+            for value in diff.remove:
+                idl_row.delvalue(column, value)
+            for value in diff.add:
+                idl_row.addvalue(column, value)
+        elif isinstance(diff, MapDiff):
+            for key in diff.remove:
+                idl_row.delkey(column, key)
+            for key, value in diff.put.items():
+                idl_row.setkey(column, key, value)
+
+
 def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
     """Add every operation of `plan` to the IDL transaction `txn`."""
-    resolve = _Resolver(tables)
+    resolve = _Resolver(tables, {op.uuid for op in plan.deletes})
     deleted: set[Any] = set()
     for op in plan.deletes:
         idl_row = tables[op.row.TABLE].rows.get(op.uuid)
         if idl_row is None:
             continue
+        # Leave explicitly: today's member-side columns are weak references, which OVSDB
+        # drops by itself (also when the same transaction mutates the container: checked on
+        # 3.1), but a strong one would make the delete fail.
+        for membership in sorted(op.row.member_of):
+            _leave(resolve, idl_row, membership)
         parent_ref = op.row.parent()
         if parent_ref and op.parent_uuid is not None and op.parent_uuid not in deleted:
             holder = tables[parent_ref.table].rows.get(op.parent_uuid)
@@ -98,11 +133,18 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
         for column, (target, names) in row.references().items():
             if names:
                 setattr(idl_row, column, [resolve.require(target, n, row) for n in sorted(names)])
+        for m in sorted(row.member_of):
+            resolve.require(m.table, m.name, row).addvalue(m.column, idl_row)
 
     for op in plan.updates:
         idl_row = tables[op.row.TABLE].rows[op.uuid]
         for column, value in op.columns.items():
             setattr(idl_row, column, value)
+        _write_elements(idl_row, op)
+        for m in sorted(op.leaves):
+            _leave(resolve, idl_row, m)
+        for m in sorted(op.joins):
+            resolve.require(m.table, m.name, op.row).addvalue(m.column, idl_row)
         for column, (target, add, remove) in op.refs.items():
             for name in sorted(remove):
                 # Also let go of rows deleted above: ovsdb-server (3.1) keeps a weak reference

@@ -39,11 +39,50 @@ class OwnerType(StrEnum):
 CLUSTER_ROUTER = "ovn-cluster"
 JOIN_SWITCH = "join"
 DEFAULT_SUBNET = "ovn-default"
-CLUSTER_LB_GROUP = "clusterLBGroup"
-"""Load_Balancer_Group has no external_ids in the NB schema: kovn owns these by name."""
-OWNED_LB_GROUPS = frozenset({CLUSTER_LB_GROUP})
 CLUSTER_OWNER = "cluster"
 """Owner name of rows that belong to the cluster as a whole (router, join switch, LB group)."""
+
+
+# --- load balancer groups ----------------------------------------------------------------------
+# Load_Balancer_Group has no external_ids in NB schema 7.0.0, so a group's name is its only
+# ownership mark: every group name kovn builds comes from here, and lb_group_owner() reads the
+# owner back out of it. observe/owner_index use only that parse, so a new kind of group is a new
+# builder plus a branch in the parse, never a list of names to keep in step. The price: a group
+# made by hand under one of these names is taken for kovn's.
+CLUSTER_LB_GROUP = "clusterLBGroup"
+"""The group of every Service load balancer, used by every pod switch and gateway router."""
+_NODE_LB_GROUP_PREFIX = "nodeLBGroup_"
+
+
+def node_lb_group(node: str) -> str:
+    """Per-node group (e.g. the load balancers of `GR_<node>`), owned by that Node."""
+    if not node:
+        raise ValueError("a per-node LB group needs a node name")
+    return f"{_NODE_LB_GROUP_PREFIX}{node}"
+
+
+def lb_group_owner(name: str) -> tuple[OwnerType, str] | None:
+    """(owner type, owner name) of a kovn LB group name, or None for any other name.
+
+    The inverse of the builders above: lb_group_owner(node_lb_group(n)) == (NODE, n).
+    """
+    if name == CLUSTER_LB_GROUP:
+        return (OwnerType.CLUSTER, CLUSTER_OWNER)
+    node = name.removeprefix(_NODE_LB_GROUP_PREFIX)
+    if node != name and node:
+        return (OwnerType.NODE, node)
+    return None
+
+
+class _KovnLbGroupNames:
+    """`name in OWNED_LB_GROUPS` is `lb_group_owner(name) is not None`: the names kovn builds
+    form a pattern, not a list (kept for callers written when they were a fixed set)."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and lb_group_owner(name) is not None
+
+
+OWNED_LB_GROUPS = _KovnLbGroupNames()
 
 
 def subnet_switch(subnet: str) -> str:

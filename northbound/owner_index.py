@@ -19,20 +19,22 @@ from ovs.db import types as ovs_types
 from northbound import names
 from northbound.rows import Owner
 
+NAME_OWNED_TABLES = frozenset({"Load_Balancer_Group"})
+"""Tables without external_ids, whose rows' owner is parsed from their name (names.py)."""
+
 
 def row_is_owned(table: str, idl_row: Any) -> bool:
-    if table == "Load_Balancer_Group":
-        return idl_row.name in names.OWNED_LB_GROUPS
-    return names.is_owned(idl_row.external_ids)
+    return owner_of(table, idl_row) is not None
 
 
 def owner_of(table: str, idl_row: Any) -> Owner | None:
     """The Kubernetes owner of a row, or None when the row is not kovn's."""
-    if not row_is_owned(table, idl_row):
-        return None
-    if table == "Load_Balancer_Group":
-        return Owner(names.OwnerType.CLUSTER, names.CLUSTER_OWNER)
+    if table in NAME_OWNED_TABLES:
+        parsed = names.lb_group_owner(idl_row.name)
+        return Owner(*parsed) if parsed else None
     ids = idl_row.external_ids
+    if not names.is_owned(ids):
+        return None
     return Owner(ids[names.OWNER_TYPE_KEY], ids[names.OWNER_KEY])
 
 
@@ -89,3 +91,10 @@ def holds(parent: Any, column: str, uuid: Any) -> bool:
     (ovs.db.idl.Row keeps it in `_data`), instead of materializing 10,000 Row objects."""
     datum = parent._data.get(column)
     return datum is not None and ovs_data.Atom(ovs_types.UuidType, uuid) in datum.values
+
+
+def name_of(row: Any) -> str:
+    """`row.name`, read off the replica's datum when the row has no pending change:
+    Row.__getattr__ costs ~10 us, so indexing 5,000 ports by name took ~50 ms of a reconcile."""
+    datum = row._data.get("name") if row._data and not row._changes else None
+    return datum.as_scalar() if datum is not None else row.name

@@ -18,15 +18,18 @@ from typing import Any
 from northbound.apply import PlanCommand, write_plan
 from northbound.connection import NbConnection
 from northbound.observe import observe
-from northbound.plan import Observed, Plan, plan
+from northbound.plan import ELEMENT_WRITE_MIN, Observed, Plan, plan
 from northbound.rows import NbRow, Owner
 
 LOG = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, nb: NbConnection) -> None:
+    def __init__(self, nb: NbConnection, element_min: int | None = ELEMENT_WRITE_MIN) -> None:
+        """`element_min`: see plan.ELEMENT_WRITE_MIN; None writes changed columns whole (the
+        behaviour before element diffs, kept so bench/nb_mutation.py can show the difference)."""
         self.nb = nb
+        self.element_min = element_min
 
     def observe(self, owners: Collection[Owner] | None = None) -> list[Observed]:
         """kovn's rows as NB holds them now (read in the connection thread for consistency)."""
@@ -41,7 +44,7 @@ class Reconciler:
 
     def plan(self, desired: Iterable[NbRow], owners: Collection[Owner] | None = None) -> Plan:
         """What reconcile() would do, without doing it (for dry runs and tests)."""
-        return plan(desired, self.observe(owners))
+        return plan(desired, self.observe(owners), self.element_min)
 
     def reconcile(
         self,
@@ -54,7 +57,8 @@ class Reconciler:
         started = time.monotonic()
         result = self.nb.execute(
             PlanCommand(self.nb.api,
-                        lambda tables: plan(desired, observe(tables, owners, self.nb.owner_index)))
+                        lambda tables: plan(desired, observe(tables, owners, self.nb.owner_index),
+                                            self.element_min))
         )
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")

@@ -1,206 +1,54 @@
 """Typed, frozen descriptions of the NB rows kovn writes.
 
 controller/ builds these from Kubernetes objects; the reconciler compares them with what NB
-holds. A row never carries UUIDs: it names its parent (the row whose column holds it) and the
-rows it references, and the reconciler resolves names inside the transaction. Each field says
-through its metadata which OVSDB column it is and how it is stored, so converting to and from
-the database is generic (see `columns`, `references`, `from_db`).
-
-Column forms follow the python IDL: optional scalars are lists of 0 or 1 item, sets are sorted
-lists, maps are dicts. Equality of two rows is equality of these forms.
+holds. The machinery (field kinds, Owner, the NbRow base with `columns`, `references`,
+`parent`, `member_of`, `from_db`) lives in northbound.rowbase and is re-exported here; this
+module is the catalogue of row classes, and fixes at import which side manages each reference
+column (northbound.membership): a row class whose field writes a column that members declare
+does not import.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from northbound import names
+from northbound.membership import MEMBER_SIDE, Membership, check_one_side
+from northbound.rowbase import (
+    CLUSTER,
+    MAP,
+    OPTIONAL,
+    PLAIN_KINDS,
+    SCALAR,
+    SET,
+    FieldSpec,
+    NbRow,
+    Owner,
+    ParentRef,
+    _col,
+    _parent,
+    _ref,
+    column_kinds,
+    field_specs,
+)
 
-SCALAR, OPTIONAL, SET, MAP = "scalar", "optional", "set", "map"
-
-
-def _col(kind: str = SCALAR, name: str | None = None, default: Any = dataclasses.MISSING) -> Any:
-    meta = {"kind": kind, "column": name}
-    if default is dataclasses.MISSING:
-        return field(metadata=meta)
-    if isinstance(default, (dict, list, set)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _ref(column: str, table: str) -> Any:
-    """A set of names of other rows, stored as a reference column (weak or strong)."""
-    return field(default=frozenset(), metadata={"kind": "ref", "column": column, "table": table})
-
-
-def _parent(table: str, column: str) -> Any:
-    """Name of the row whose `column` holds this (non-root) row."""
-    return field(metadata={"kind": "parent", "table": table, "column": column})
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The Kubernetes object a row exists for: `kind` and `ns/name` (or `name`)."""
-
-    type: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.type} {self.name}"
-
-    def ids(self) -> dict[str, str]:
-        return names.owner_ids(self.type, self.name)
-
-
-CLUSTER = Owner(names.OwnerType.CLUSTER, names.CLUSTER_OWNER)
-
-
-@dataclass(frozen=True)
-class ParentRef:
-    table: str
-    name: str
-    column: str
-
-
-def _canonical(kind: str, value: Any) -> Any:
-    if kind == OPTIONAL:
-        if value is None or value == []:
-            return []
-        return list(value) if isinstance(value, (list, tuple)) else [value]
-    if kind == SET:
-        return sorted(value)
-    if kind == MAP:
-        return {str(k): v for k, v in dict(value).items()}
-    return value
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    kind: str
-    column: str
-    table: str = ""
-
-
-@functools.cache
-def field_specs(cls: type) -> tuple[FieldSpec, ...]:
-    """The database meaning of each field of a row class (computed once per class)."""
-    return tuple(
-        FieldSpec(f.name, f.metadata.get("kind", ""), f.metadata.get("column") or f.name,
-                  f.metadata.get("table", ""))
-        for f in dataclasses.fields(cls)
-    )
-
-
-_PLAIN = (SCALAR, OPTIONAL, SET, MAP)
-
-
-@dataclass(frozen=True, kw_only=True)
-class NbRow:
-    """Base of every desired row. Subclasses set TABLE and, for unnamed tables, KEY_FIELDS."""
-
-    TABLE: ClassVar[str]
-    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("name",)
-    """Fields whose values identify the row within its table when no explicit key is given."""
-    KEY_PREFIX: ClassVar[str] = ""
-    """Keeps keys of one table apart when rows of several classes share it (ACLs)."""
-    HAS_EXTERNAL_IDS: ClassVar[bool] = True
-
-    owner: Owner = field(metadata={"kind": "owner"})
-    extra_ids: Mapping[str, str] = field(default_factory=dict, metadata={"kind": "extra"})
-
-    @property
-    def NAMED(self) -> bool:
-        """Rows of OVN-named tables are identified by their (unique) name column."""
-        return self.KEY_FIELDS == ("name",)
-
-    @property
-    def key(self) -> str:
-        explicit = getattr(self, "row_key", "")
-        if explicit:
-            return explicit
-        return self.KEY_PREFIX + "|".join(str(getattr(self, f)) for f in self.KEY_FIELDS)
-
-    @property
-    def ident(self) -> tuple[str, str]:
-        return (self.TABLE, self.key)
-
-    def external_ids(self) -> dict[str, str]:
-        ids = dict(self.extra_ids)
-        ids.update(self.owner.ids())
-        if self.KEY_FIELDS != ("name",):
-            ids[names.ROW_KEY] = self.key
-        return ids
-
-    def columns(self) -> dict[str, Any]:
-        """Plain columns, in IDL form, that the reconciler writes exactly."""
-        cols = {
-            f.column: _canonical(f.kind, getattr(self, f.name))
-            for f in field_specs(type(self))
-            if f.kind in _PLAIN
-        }
-        if self.HAS_EXTERNAL_IDS:
-            cols["external_ids"] = self.external_ids()
-        return cols
-
-    def references(self) -> dict[str, tuple[str, frozenset[str]]]:
-        """Reference columns: column -> (target table, names of kovn rows it must hold)."""
-        return {
-            f.column: (f.table, frozenset(getattr(self, f.name)))
-            for f in field_specs(type(self))
-            if f.kind == "ref"
-        }
-
-    def parent(self) -> ParentRef | None:
-        for f in field_specs(type(self)):
-            if f.kind == "parent":
-                return ParentRef(f.table, getattr(self, f.name), f.column)
-        return None
-
-    @classmethod
-    def from_db(
-        cls,
-        columns: Mapping[str, Any],
-        parent: str | None,
-        references: Mapping[str, frozenset[str]],
-    ) -> NbRow:
-        """Rebuild a row from the database's view (the inverse of columns/references/parent)."""
-        kwargs: dict[str, Any] = {}
-        ids = dict(columns.get("external_ids", {}))
-        for f in field_specs(cls):
-            kind = f.kind
-            if kind in _PLAIN:
-                value = columns[f.column]
-                if kind == OPTIONAL:
-                    value = value[0] if value else None
-                elif kind == SET:
-                    value = tuple(sorted(value))
-                elif kind == MAP:
-                    value = dict(value)
-                kwargs[f.name] = value
-            elif kind == "ref":
-                kwargs[f.name] = frozenset(references.get(f.column, ()))
-            elif kind == "parent":
-                kwargs[f.name] = parent or ""
-            elif f.name == "row_key":
-                kwargs[f.name] = ids.get(names.ROW_KEY, "")
-        if cls.HAS_EXTERNAL_IDS:
-            kwargs["owner"] = Owner(ids.get(names.OWNER_TYPE_KEY, ""), ids.get(names.OWNER_KEY, ""))
-            for k in (*names.OWNED_KEYS, names.ROW_KEY):
-                ids.pop(k, None)
-            kwargs["extra_ids"] = ids
-        else:
-            kwargs["owner"] = CLUSTER
-        return cls(**kwargs)
+__all__ = [  # the row classes, and the rowbase/membership names callers import from here
+    "ACL", "CLUSTER", "CONTAINMENT", "MAP", "MEMBER_SIDE", "NAT", "OPTIONAL", "PLAIN_KINDS",
+    "REFERENCES", "ROW_TYPES", "SCALAR", "SET", "TABLES", "AddressSet", "FieldSpec",
+    "LoadBalancer", "LoadBalancerGroup", "LogicalRouter", "LogicalRouterPort", "LogicalSwitch",
+    "LogicalSwitchPort", "Membership", "NbRow", "Owner", "ParentRef", "PortGroup", "QoS",
+    "StaticRoute", "SwitchACL", "column_kinds", "field_specs",
+]
 
 
 # --- switches and routers ----------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class LogicalSwitch(NbRow):
+    """load_balancers stays container side (see northbound.membership): Services reach pod
+    switches through the cluster LB group, never directly."""
+
     TABLE: ClassVar[str] = "Logical_Switch"
     name: str = _col()
     other_config: Mapping[str, str] = _col(MAP, default={})
@@ -225,8 +73,8 @@ class LogicalRouter(NbRow):
     TABLE: ClassVar[str] = "Logical_Router"
     name: str = _col()
     options: Mapping[str, str] = _col(MAP, default={})
-    load_balancers: frozenset[str] = _ref("load_balancer", "Load_Balancer")
     load_balancer_groups: frozenset[str] = _ref("load_balancer_group", "Load_Balancer_Group")
+    # load_balancer is member side: a Service's LB declares LogicalRouter.membership(GR_<node>).
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,13 +129,35 @@ class LoadBalancer(NbRow):
 
 @dataclass(frozen=True, kw_only=True)
 class LoadBalancerGroup(NbRow):
-    """No external_ids in the NB schema: kovn owns the groups named in names.OWNED_LB_GROUPS."""
+    """A group's owner creates and deletes it; its members are not its owner's business.
+
+    No external_ids in NB schema 7.0.0: the owner is read back from the name
+    (names.lb_group_owner), so a row whose owner disagrees with its name is refused here.
+    `load_balancer` is member side: a Service's load balancer declares
+    `LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)` and joins by one mutation, without
+    the Cluster owner's rows being recomputed.
+    """
 
     TABLE: ClassVar[str] = "Load_Balancer_Group"
     HAS_EXTERNAL_IDS: ClassVar[bool] = False
     owner: Owner = field(default=CLUSTER, metadata={"kind": "owner"})
     name: str = _col()
-    load_balancers: frozenset[str] = _ref("load_balancer", "Load_Balancer")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parsed = names.lb_group_owner(self.name)
+        if parsed is None or Owner(*parsed) != self.owner:
+            expected = f"owner {Owner(*parsed)}" if parsed else "no owner: not a kovn name"
+            raise ValueError(
+                f"Load_Balancer_Group {self.name!r} cannot belong to {self.owner}: the table has "
+                f"no external_ids, so the name says the owner, and it says {expected} (build "
+                "names with names.CLUSTER_LB_GROUP / names.node_lb_group)"
+            )
+
+    @classmethod
+    def owner_from_db(cls, columns: Mapping[str, Any]) -> Owner:
+        parsed = names.lb_group_owner(columns.get("name", ""))
+        return Owner(*parsed) if parsed else Owner("", "")
 
 
 # --- policy ------------------------------------------------------------------------------------
@@ -322,6 +192,7 @@ class _AclColumns(NbRow):
     options: Mapping[str, str] = _col(MAP, default={})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         # Fail at construction, not at commit time (ovsdbapp's ACL commands do the same).
         if not 0 <= self.priority <= 32767:
             raise ValueError(f"ACL priority {self.priority} outside 0..32767")
@@ -367,3 +238,17 @@ ROW_TYPES: tuple[type[NbRow], ...] = (
     LoadBalancer, LoadBalancerGroup, PortGroup, AddressSet, ACL, SwitchACL, QoS,
 )
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(t.TABLE for t in ROW_TYPES))
+
+
+REFERENCES: dict[tuple[str, str], str] = {
+    (cls.TABLE, f.column): f.table
+    for cls in ROW_TYPES for f in field_specs(cls) if f.kind == "ref"
+}
+"""(container table, column) -> referenced table of every container-side reference field."""
+CONTAINMENT: dict[tuple[str, str], str] = {
+    (f.table, f.column): cls.TABLE
+    for cls in ROW_TYPES for f in field_specs(cls) if f.kind == "parent"
+}
+"""(container table, column) -> child table of every parent field: the columns through which
+non-root rows are held (a Port_Group's and a Logical_Switch's `acls` both hold ACLs)."""
+check_one_side(REFERENCES, CONTAINMENT)

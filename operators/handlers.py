@@ -14,15 +14,10 @@ from typing import Any
 
 import kopf
 
-from operators.state import slim
+from operators.kinds import KOPF, Kind
 from operators.worker import Controller
 
 LOG = logging.getLogger(__name__)
-WATCHED = (
-    ("subnets", "Subnet", "kovn.io", "v1", "subnets"),
-    ("namespaces", "Namespace", "", "v1", "namespaces"),
-    ("nodes", "Node", "", "v1", "nodes"),
-)  # pods: operators/podwatch.py (kopf's per-event cost is too high at thousands of pods)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -61,17 +56,19 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     async def cleanup(**_: Any) -> None:
         controller.stop()
 
-    for kind, kind_name, group, version, plural in WATCHED:
-        api_version = f"{group}/{version}" if group else version
-        _watch(registry, controller, kind, kind_name, api_version, group, version, plural)
+    for kind in controller.kinds:
+        if kind.watch == KOPF:
+            _watch(registry, controller, kind)
 
 
-def _watch(registry: kopf.OperatorRegistry, controller: Controller, kind: str, kind_name: str,
-           api_version: str, group: str, version: str, plural: str) -> None:
+def _watch(registry: kopf.OperatorRegistry, controller: Controller, kind: Kind) -> None:
+    group, version = kind.group_version
+    plural = kind.path.rsplit("/", 1)[-1]
+
     @kopf.on.event(group, version, plural, registry=registry)
     async def on_event(event: dict[str, Any], **_: Any) -> None:
-        obj = slim(kind_name, api_version, event["object"])
+        obj = kind.slim(event["object"])
         if event.get("type") == "DELETED":
-            controller.cache.forget(kind, obj)
+            controller.cache.forget(kind.name, obj)
         else:
-            controller.cache.store(kind, obj)
+            controller.cache.store(kind.name, obj)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from controller import topology
 from controller.ipam import IPAMError
-from controller.podnetwork import NODE_NETWORK, NodeNetwork
 from operators.kubeapi import KubeError, node_path
 from operators.state import JOIN_POOL, Batch, State
 
@@ -14,8 +14,9 @@ LOG = logging.getLogger(__name__)
 
 
 def ensure_join_pool(state: State) -> None:
-    config = state.config
-    state.ipam.set_pool(JOIN_POOL, config.join_cidr, config.join_gateway)
+    if JOIN_POOL not in state.ipam.pools:
+        config = state.config
+        state.ipam.set_pool(JOIN_POOL, config.join_cidr, config.join_gateway)
 
 
 def recorded(obj: dict) -> NodeNetwork | None:
@@ -29,7 +30,19 @@ def recorded(obj: dict) -> NodeNetwork | None:
         return None
 
 
+def restore(state: State, name: str, obj: dict) -> None:
+    """At start: re-take the join address a Node's annotation records."""
+    ensure_join_pool(state)
+    previous = recorded(obj)
+    if previous:
+        try:
+            state.ipam.pool(JOIN_POOL).restore(name, previous.address)
+        except IPAMError as exc:  # the node gets a fresh address in its sync
+            LOG.warning("node %s: %s", name, exc)
+
+
 def sync_node(state: State, batch: Batch, name: str) -> None:
+    ensure_join_pool(state)
     pool = state.ipam.pool(JOIN_POOL)
     owner = topology.node_owner(name)
     obj = state.cache.get("nodes", name)

@@ -13,9 +13,10 @@ import ipaddress
 import logging
 from typing import Any
 
+from contract.podnetwork import POD_NETWORK, STATIC_IP, STATIC_MAC, PodNetwork
 from controller import topology
 from controller.ipam import IPAMError
-from controller.podnetwork import POD_NETWORK, STATIC_IP, STATIC_MAC, PodNetwork
+from operators.cache import Dirty
 from operators.kubeapi import KubeError, pod_path
 from operators.state import Batch, State
 
@@ -63,13 +64,22 @@ def _static_ip(value: str) -> str:
     return str(ipaddress.ip_interface(first).ip)
 
 
+def wake_waiting(state: State, batch: Batch, dirty: Dirty, keys: set[str]) -> None:
+    """Addresses were freed: the pods waiting for one (exhausted pool) try again."""
+    if state.freed and state.waiting:
+        state.cache.mark("pods", set(state.waiting) - keys)
+    state.freed = False
+
+
 def sync_pod(state: State, batch: Batch, key: str) -> None:
     owner = topology.pod_owner(key)
     obj = state.cache.get("pods", key)
     if not wants_port(obj):
         state.pod_memo.pop(key, None)
         state.written.pop(("pods", key), None)
-        state.ipam.release(key)
+        if state.ipam.lookup(key) is not None:
+            state.ipam.release(key)
+            state.freed = True
         state.waiting.discard(key)
         state.resolved(key)
         batch.rows[owner] = []

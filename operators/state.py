@@ -8,36 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.config import ClusterConfig
 from controller.ipam import IPAM
 from controller.subnets import Binding, Problem, SubnetSpec
 from northbound.rows import NbRow, Owner
 from operators.cache import ClusterCache
+from operators.faults import Faults
 from operators.kubeapi import KubeAPI
 
-JOIN_POOL = "join"
+if TYPE_CHECKING:
+    from operators.subnets import Verdict
+
+JOIN_POOL = "_join"
+"""IPAM pool of the nodes' join addresses. Never a Subnet name ('_' is not valid in
+Kubernetes names): a Subnet named `join` once replaced it and wedged every flush."""
 SUBNET_FINALIZER = "kovn.io/subnet-protection"
-
-
-def slim(kind: str, api_version: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the fields the controller reads: 10,000 full pods would cost ~100 MB, and list
-    responses omit kind/apiVersion, which Events need."""
-    meta = obj.get("metadata", {})
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "annotations",
-                                      "deletionTimestamp", "creationTimestamp", "finalizers",
-                                      "resourceVersion", "generation", "labels") if k in meta}
-    out: dict[str, Any] = {"apiVersion": api_version, "kind": kind, "metadata": slim_meta}
-    if kind == "Pod":
-        out["spec"] = {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec}
-        out["status"] = {k: status[k] for k in ("phase",) if k in status}
-    elif kind == "Subnet":
-        out["spec"], out["status"] = spec, status
-    elif kind == "Node":
-        out["status"] = {"addresses": status.get("addresses", [])}
-    return out
 
 
 @dataclass(frozen=True)
@@ -76,6 +63,12 @@ class State:
     pod_memo: dict[str, tuple[str, str, str, tuple[NbRow, ...]]] = field(default_factory=dict)
     """Per pod: (annotation, uid, node, rows) of its last sync. A pod event that changes none
     of these (status updates, our own annotation coming back) costs a dict lookup."""
+    subnet_verdicts: dict[str, Verdict] = field(default_factory=dict)
+    """Per Subnet: its problems and the spec it serves with (for its status)."""
+    faults: Faults = field(default_factory=Faults)
+    """Owners set aside because their rows could not be computed or written."""
+    freed: bool = False
+    """A pod released its address in this flush (waiting pods may get one)."""
     waiting: set[str] = field(default_factory=set)
     """Pods without an address (subnet not ready, exhausted...): retried when things change."""
     reported: dict[str, str] = field(default_factory=dict)

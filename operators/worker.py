@@ -1,10 +1,15 @@
 """The controller's worker: start-up recovery, batched flushes, periodic full reconcile.
 
 One thread owns IPAM and NB writes. Each flush takes every dirty key, computes the rows of
-those objects, writes them in ONE NB transaction scoped to their owners, and then publishes
-annotations (in parallel, the API server being the slow part). A full reconcile (at start and
-every `resync` seconds) rebuilds every row from the cache and lets the reconciler delete
-whatever kovn owns that no object explains: ports of pods deleted while it was down, drift.
+those objects kind by kind (operators/kinds.py, in dependency order), writes them in ONE NB
+transaction scoped to their owners, and then publishes annotations (in parallel, the API
+server being the slow part). A full reconcile (at start and every `resync` seconds)
+rebuilds every row from the cache and lets the reconciler delete whatever kovn owns that no
+object explains: ports of pods deleted while it was down, drift.
+
+One bad object never stops the others: a translation that raises, or rows NB refuses, set
+just that owner aside (operators/faults.py): an Event on its object, its old rows left as
+they are, a retry with backoff, while every other owner's rows commit.
 """
 
 from __future__ import annotations
@@ -12,38 +17,58 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from controller import topology
 from controller.config import ClusterConfig
-from controller.ipam import IPAMError
+from kube.listwatch import ListWatch
+from northbound.connection import NorthboundUnavailable
 from northbound.reconciler import Reconciler
 from northbound.rows import CLUSTER, NbRow, Owner
-from operators import nodes, pods, subnets
-from operators.cache import KINDS, ClusterCache, Dirty
+from operators import subnets
+from operators.cache import ClusterCache, Dirty, Obj
+from operators.faults import write_isolated
+from operators.kinds import KINDS, LISTWATCH, Kind
 from operators.kubeapi import SUBNETS, KubeAPI, KubeError, subnet_path
-from operators.podwatch import PodWatch
-from operators.state import Batch, Publish, State, slim
+from operators.state import Batch, Publish, State
 
 LOG = logging.getLogger(__name__)
-LISTS = (
-    ("subnets", "Subnet", "kovn.io/v1", SUBNETS),
-    ("namespaces", "Namespace", "v1", "/api/v1/namespaces"),
-    ("nodes", "Node", "v1", "/api/v1/nodes"),
-)
+Rows = dict[Owner, tuple[NbRow, ...]]
+
+
+class CacheListener:
+    """Feeds one kind's list+watch into the cache, slimmed."""
+
+    def __init__(self, cache: ClusterCache, kind: Kind) -> None:
+        self.cache, self.kind = cache, kind
+
+    def listed(self, items: list[Obj]) -> None:
+        self.cache.replace_all(self.kind.name, [self.kind.slim(o) for o in items])
+
+    def event(self, kind: str, obj: Obj) -> None:
+        if kind == "DELETED":
+            self.cache.forget(self.kind.name, self.kind.slim(obj))
+        else:
+            self.cache.store(self.kind.name, self.kind.slim(obj))
 
 
 class Controller:
     def __init__(self, config: ClusterConfig, kube: KubeAPI, reconciler: Reconciler,
-                 resync: float = 60.0, publishers: int = 16) -> None:
-        self.state = State(config=config, kube=kube, cache=ClusterCache())
+                 resync: float = 60.0, publishers: int = 16,
+                 kinds: Sequence[Kind] = KINDS) -> None:
+        self.kinds = tuple(kinds)
+        self.by_owner_type = {str(k.owner_type): k for k in self.kinds if k.owner_type}
+        cache = ClusterCache(k.cache_kind() for k in self.kinds)
+        self.state = State(config=config, kube=kube, cache=cache)
         self.reconciler = reconciler
         self.resync = resync
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(publishers, thread_name_prefix="kovn-publish")
         self._thread: threading.Thread | None = None
-        self.pod_watch = PodWatch(kube, self.state.cache)
+        self.watches = [ListWatch(kube, k.path, CacheListener(cache, k), name=k.name)
+                        for k in self.kinds if k.watch == LISTWATCH]
         self._last_full = 0.0
         self._last_usage = 0.0
 
@@ -56,29 +81,29 @@ class Controller:
         """List everything, rebuild IPAM from annotations, reconcile NB fully, then serve."""
         started = time.monotonic()
         self._ensure_default_subnet()
-        for kind, kind_name, api_version, path in LISTS:
-            objs = [slim(kind_name, api_version, o) for o in self.state.kube.list(path)]
-            self.cache.replace_all(kind, objs)
-        self.pod_watch.list_all()
-        batch = Batch()
-        subnets.sync_subnets(self.state, batch)
-        nodes.ensure_join_pool(self.state)
-        for name, obj in self.cache.snapshot("nodes").items():
-            previous = nodes.recorded(obj)
-            if previous:
-                try:
-                    self.state.ipam.pool("join").restore(name, previous.address)
-                except IPAMError as exc:  # the node gets a fresh address in its sync
-                    LOG.warning("node %s: %s", name, exc)
-        for key, obj in self.cache.snapshot("pods").items():
-            pods.restore(self.state, key, obj)
+        for kind in self.kinds:
+            if kind.watch != LISTWATCH:
+                self.cache.replace_all(kind.name,
+                                       [kind.slim(o) for o in self.state.kube.list(kind.path)])
+        for watch in self.watches:
+            watch.list()
+        batch, everything = Batch(), Dirty()
+        for kind in self.kinds:
+            everything.of(kind.name).update(self.cache.snapshot(kind.name))
+            if kind.sync_all:  # pools exist before the addresses they hold are restored
+                kind.sync_all(self.state, batch, everything, True)
+        for kind in self.kinds:
+            if kind.restore:
+                for key, obj in self.cache.snapshot(kind.name).items():
+                    kind.restore(self.state, key, obj)
         self._full_flush()
-        counts = {kind: len(self.cache.snapshot(kind)) for kind in KINDS}
+        counts = {kind.name: len(self.cache.snapshot(kind.name)) for kind in self.kinds}
         LOG.info("controller ready in %.1fs: %s", time.monotonic() - started, counts)
         self.ready.set()
         self._thread = threading.Thread(target=self._run, name="kovn-worker", daemon=True)
         self._thread.start()
-        self.pod_watch.start()
+        for watch in self.watches:
+            watch.start(list_first=False)
 
     def _ensure_default_subnet(self) -> None:
         config = self.state.config
@@ -97,7 +122,8 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
-        self.pod_watch.stop()
+        for watch in self.watches:
+            watch.stop()
         self.cache.wake()
         if self._thread:
             self._thread.join(timeout=10)
@@ -111,11 +137,17 @@ class Controller:
                     self._full_flush()
                     continue
                 dirty = self.cache.take_dirty(timeout=1.0)
+                for owner in self.state.faults.due():
+                    kind = self.by_owner_type.get(owner.type)
+                    if kind is not None:
+                        dirty.of(kind.name).add(owner.name)
+                    elif owner == CLUSTER:
+                        self._last_full = 0.0
                 if dirty:
                     self.flush(dirty)
                 if time.monotonic() - self._last_usage > 2.0:
                     self._last_usage = time.monotonic()
-                    subnets.refresh_usage(self.state)
+                    subnets.publish_statuses(self.state)
             except Exception:
                 LOG.exception("flush failed; retrying with a full reconcile")
                 self._last_full = 0.0
@@ -124,28 +156,59 @@ class Controller:
     def flush(self, dirty: Dirty, full: bool = False) -> None:
         started = time.monotonic()
         state, batch = self.state, Batch()
-        subnet_change = bool(dirty.subnets or dirty.namespaces or full)
-        if subnet_change and subnets.sync_subnets(state, batch):
-            state.pod_memo.clear()  # pools may have moved under the pods
-            dirty.nodes.update(self.cache.snapshot("nodes"))  # their routes list the subnets
-            dirty.pods.update(state.waiting)
-        elif subnet_change:
-            dirty.pods.update(state.waiting)
-        for name in sorted(dirty.nodes):
-            nodes.sync_node(state, batch, name)
-        released = False
-        for key in sorted(dirty.pods):
-            held = state.ipam.lookup(key)
-            pods.sync_pod(state, batch, key)
-            released |= held is not None and state.ipam.lookup(key) is None
-        if released and state.waiting:
-            self.cache.mark("pods", set(state.waiting) - dirty.pods)
+        for kind in self.kinds:
+            if kind.sync_all:
+                try:
+                    kind.sync_all(state, batch, dirty, full)
+                except Exception:  # its rows stay as they were; the other kinds go on
+                    LOG.exception("computing every %s failed; retrying with the next flush",
+                                  kind.kind)
+                    self._last_full = 0.0
+            keys = dirty.get(kind.name, set())
+            if kind.sync_one:
+                for key in sorted(keys):
+                    self._sync_guarded(kind, batch, key)
+            if kind.after:
+                kind.after(state, batch, dirty, keys)
         written = self._commit(batch, full)
+        subnets.publish_statuses(state)
         elapsed_ms = (time.monotonic() - started) * 1000
         LOG.log(logging.INFO if written or full or elapsed_ms > 100 else logging.DEBUG,
-                "flush: %d objects (%s), %d owners written, %d API writes in %.0f ms",
-                dirty.total(), "full" if full else "incremental", written,
-                len(batch.after_commit), elapsed_ms)
+                "flush: %d objects (%s), %d owners written, %d API writes, %d set aside, "
+                "in %.0f ms", dirty.total(), "full" if full else "incremental", written,
+                len(batch.after_commit), len(state.faults), elapsed_ms)
+
+    def _sync_guarded(self, kind: Kind, batch: Batch, key: str) -> None:
+        assert kind.sync_one is not None
+        try:
+            kind.sync_one(self.state, batch, key)
+        except Exception as exc:
+            owner = Owner(str(kind.owner_type), key)
+            LOG.debug("translating %s failed", owner, exc_info=True)
+            batch.rows.pop(owner, None)
+            self._set_aside(owner, batch, "TranslationFailed",
+                            f"computing its OVN rows failed: {type(exc).__name__}: {exc}")
+
+    def _set_aside(self, owner: Owner, batch: Batch, reason: str, message: str) -> None:
+        """Keep the owner's old rows, drop what this flush would have published for it, tell
+        its object, and retry later."""
+        state = self.state
+        batch.after_commit[:] = [p for p in batch.after_commit if self._owner_of(p) != owner]
+        kind = self.by_owner_type.get(owner.type)
+        if kind is not None:
+            state.written.pop((kind.name, owner.name), None)
+            state.pod_memo.pop(owner.name, None)
+        state.faults.failed(owner, message)
+        obj = self.cache.get(kind.name, owner.name) if kind is not None else None
+        if obj is not None:
+            state.report(f"owner:{owner}", obj, reason, f"{message} (retrying with backoff; "
+                         "the rest of the cluster is unaffected)")
+
+    def _owner_of(self, publish: Publish) -> Owner | None:
+        for kind in self.kinds:
+            if kind.name == publish.kind and kind.owner_type:
+                return Owner(str(kind.owner_type), publish.key)
+        return None
 
     def _publish(self, publish: Publish) -> None:
         try:
@@ -162,33 +225,67 @@ class Controller:
         # Compare against the objects as watched, not what we believe we wrote: an
         # annotation removed by hand is written again.
         self.state.written.clear()
-        dirty = Dirty(set(self.cache.snapshot("subnets")), set(self.cache.snapshot("namespaces")),
-                      set(self.cache.snapshot("nodes")), set(self.cache.snapshot("pods")))
-        dirty.pods |= {o.name for o in self.state.applied if o.type == "Pod"}
-        dirty.nodes |= {o.name for o in self.state.applied if o.type == "Node"}
+        dirty = Dirty()
+        for kind in self.kinds:
+            dirty.of(kind.name).update(self.cache.snapshot(kind.name))
+        for owner in self.state.applied:
+            kind = self.by_owner_type.get(owner.type)
+            if kind is not None:
+                dirty.of(kind.name).add(owner.name)
         self.flush(dirty, full=True)
+
+    # --- writing ---------------------------------------------------------------------------
+    def _rank(self, owner: Owner) -> tuple[int, str]:
+        """Containers before their contents: the cluster, then kinds in table order."""
+        if owner == CLUSTER:
+            return (-1, owner.name)
+        kind = self.by_owner_type.get(owner.type)
+        return (self.kinds.index(kind) if kind is not None else len(self.kinds), owner.name)
+
+    def _write_scoped(self, group: Rows) -> None:
+        desired = [r for rows in group.values() for r in rows]
+        self.reconciler.reconcile(desired, owners=set(group), what=f"{len(group)} owners")
 
     def _commit(self, batch: Batch, full: bool) -> int:
         """Write the batch; the number of owners whose rows changed."""
         state = self.state
         batch.rows[CLUSTER] = topology.cluster_rows(state.config)
-        changed = {o: tuple(r) for o, r in batch.rows.items()
-                   if full or state.applied.get(o) != tuple(r)}
+        changed: Rows = {o: tuple(r) for o, r in batch.rows.items()
+                         if full or state.applied.get(o) != tuple(r)}
+        order = sorted(changed, key=self._rank)
+        failed: dict[Owner, str] = {}
         if full:
-            desired: list[NbRow] = [r for rows in {**state.applied, **changed}.values()
-                                    for r in rows]
-            self.reconciler.reconcile(desired, what="full resync")
+            try:
+                desired = [r for rows in {**state.applied, **changed}.values() for r in rows]
+                self.reconciler.reconcile(desired, what="full resync")
+            except NorthboundUnavailable:
+                raise
+            except Exception as exc:
+                LOG.warning("full resync refused (%s): writing owner by owner", exc)
+                failed = write_isolated(self._write_scoped, changed, order)
+                # The sweep: delete what no object explains, sparing the owners set aside
+                # (their last rows stay as they were).
+                kept = {o: r for o, r in changed.items() if o not in failed}
+                spared = {o: state.applied[o] for o in failed if o in state.applied}
+                self.reconciler.reconcile([r for rows in {**kept, **spared}.values()
+                                           for r in rows], what="full resync sweep")
         elif changed:
-            desired = [r for rows in changed.values() for r in rows]
-            owners: set[Owner] = set(changed)
-            self.reconciler.reconcile(desired, owners=owners, what=f"{len(owners)} owners")
+            failed = write_isolated(self._write_scoped, changed, order)
         for owner, rows in changed.items():
+            if owner in failed:
+                continue
             if rows:
                 state.applied[owner] = rows
             else:
                 state.applied.pop(owner, None)
+        for owner, message in failed.items():
+            self._set_aside(owner, batch, "NorthboundRefused", f"OVN NB refused its rows: "
+                            f"{message}")
+        for owner in batch.rows:
+            if owner not in failed and state.faults.succeeded(owner):
+                state.resolved(f"owner:{owner}")
         # Published behind the worker: the next flush computes and commits while the API
         # server takes these. A failed write marks its object dirty, so it is retried.
         for publish in batch.after_commit:
             self._pool.submit(self._publish, publish)
-        return len(changed)
+        return len(changed) - len(failed)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import defaults
+
 # The machine's own eth0 sits in 192.0.2.0/24, so the underlay uses TEST-NET-3 instead.
 DEFAULT_STATE_DIR = Path("/tmp/kovn-sandbox")
 STATE_DIR_ENV = "KOVN_SANDBOX_DIR"
@@ -54,9 +56,9 @@ class SandboxConfig:
     workloads: bool = True
     blackhole_ranges: tuple[str, ...] = (
         "198.51.100.0/24",
-        "100.64.0.0/16",
-        "10.16.0.0/16",
-        "10.96.0.0/16",
+        defaults.JOIN_CIDR,
+        defaults.POD_CIDR,
+        defaults.SERVICE_CIDR,
     )
 
     def __post_init__(self) -> None:

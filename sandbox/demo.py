@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from contract import defaults
+from contract.podnetwork import mac_from_ip
 from controller import topology as controller_topology
 from controller.config import ClusterConfig
-from controller.podnetwork import mac_from_ip
 from controller.subnets import SubnetSpec
 from northbound import names
 from northbound.rows import NbRow, Owner
@@ -29,7 +30,7 @@ from sandbox.pods import PodSpec, TestPod, add_pod, remove_pod, wait_ovn_install
 from sandbox.probe import ping, probe
 
 SERVE_PORT = 8080
-SUBNETS: dict[str, str] = {"ovn-default": "10.16.0.0/16", "blue": "10.17.0.0/16"}
+SUBNETS: dict[str, str] = {names.DEFAULT_SUBNET: defaults.POD_CIDR, "blue": "10.17.0.0/16"}
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from kube.client import KubeClient
 from sandbox import kube
 from sandbox.cluster import Sandbox
-from sandbox.kubeapi import APPLY_PATCH, KubeApi
 from sandbox.podruntime import find_record
 from sandbox.probe import ping, probe
 
@@ -46,14 +46,13 @@ def object_path(doc: dict[str, Any]) -> str:
     return f"{prefix}{where}/{plural}/{meta['name']}"
 
 
-def apply_file(api: KubeApi, path: Path) -> list[str]:
+def apply_file(api: KubeClient, path: Path) -> list[str]:
     """Server-side apply every object of a YAML file; `Kind ns/name` of each."""
     applied = []
     for doc in yaml.safe_load_all(path.read_text()):
         if not doc:
             continue
-        api.request("PATCH", f"{object_path(doc)}?fieldManager={kube.FIELD_MANAGER}&force=true",
-                    doc, APPLY_PATCH)
+        api.apply(object_path(doc), doc, kube.FIELD_MANAGER)
         meta = doc["metadata"]
         name = f"{meta['namespace']}/{meta['name']}" if "namespace" in meta else meta["name"]
         applied.append(f"{doc['kind']} {name}")
@@ -72,10 +71,9 @@ class DemoPod:
         return self.name.rsplit("-", 1)[-1]
 
 
-def ready_pods(api: KubeApi, replicas: int) -> list[dict[str, Any]] | None:
+def ready_pods(api: KubeClient, replicas: int) -> list[dict[str, Any]] | None:
     """The Deployment's pods once `replicas` of them are Ready and none is terminating."""
-    pods = api.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3D{DEPLOYMENT}")
-    items = pods.get("items", [])
+    items = list(api.list(f"/api/v1/namespaces/{NAMESPACE}/pods", selector=f"app={DEPLOYMENT}"))
     if len(items) != replicas or any(p["metadata"].get("deletionTimestamp") for p in items):
         return None
     for pod in items:
@@ -132,7 +130,7 @@ def run_kube_demo(sandbox: Sandbox, out: Callable[[str], None] = print,
     from northbound.connection import NbConnection
     from northbound.show import show_text
 
-    api = KubeApi(sandbox.kubeconfig)
+    api = KubeClient(sandbox.kubeconfig, pool_size=2, timeout=10)
     replicas = 0
     for doc in yaml.safe_load_all(MANIFEST.read_text()):
         if doc and doc["kind"] == "Deployment":

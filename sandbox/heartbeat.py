@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sandbox.kubeapi import JSON, STRATEGIC_MERGE_PATCH, KubeApi, KubeApiError
+from kube.client import STRATEGIC_MERGE_PATCH, KubeClient, KubeError, node_path, pod_path
 
 LOG = logging.getLogger("kovn.sandbox.heartbeat")
 LEASE_RENEW = 10.0  # kubelet: renewInterval = 0.25 * leaseDuration
@@ -115,7 +115,7 @@ def lease_manifest(name: str) -> dict[str, Any]:
 class Heartbeat:
     """Registers `nodes` (name -> underlay IP) and keeps them Ready."""
 
-    def __init__(self, api: KubeApi, nodes: Mapping[str, str]) -> None:
+    def __init__(self, api: KubeClient, nodes: Mapping[str, str]) -> None:
         self.api = api
         self.nodes = dict(nodes)
         self.version = str(api.get("/version").get("gitVersion", "v0.0.0"))
@@ -123,10 +123,9 @@ class Heartbeat:
     def register(self, name: str) -> None:
         """Create the Node, or, if it exists (a restart), mark it Ready with fresh times."""
         try:
-            self.api.request("POST", "/api/v1/nodes",
-                             node_manifest(name, self.nodes[name], self.version))
+            self.api.create("/api/v1/nodes", node_manifest(name, self.nodes[name], self.version))
             LOG.info("registered node %s", name)
-        except KubeApiError as exc:
+        except KubeError as exc:
             if exc.status != 409:
                 raise
             self.post_status(name)
@@ -137,9 +136,9 @@ class Heartbeat:
         conditions = [{"type": t, "status": s, "reason": r, "message": m,
                        "lastHeartbeatTime": stamp} for t, s, r, m in CONDITIONS]
         try:
-            self.api.request("PATCH", f"/api/v1/nodes/{name}/status",
-                             {"status": {"conditions": conditions}}, STRATEGIC_MERGE_PATCH)
-        except KubeApiError as exc:
+            self.api.patch(f"{node_path(name)}/status", {"status": {"conditions": conditions}},
+                           STRATEGIC_MERGE_PATCH)
+        except KubeError as exc:
             if exc.status != 404:
                 raise
             self.register(name)
@@ -149,32 +148,26 @@ class Heartbeat:
         lease = self.api.get_or_none(path)
         if lease is None:
             body = lease_manifest(name)
-            node = self.api.get_or_none(f"/api/v1/nodes/{name}")
+            node = self.api.get_or_none(node_path(name))
             if node is not None:  # as the kubelet does: the Node owns its Lease
                 body["metadata"]["ownerReferences"] = [{
                     "apiVersion": "v1", "kind": "Node", "name": name,
                     "uid": node["metadata"]["uid"]}]
-            self.api.request("POST", path.rsplit("/", 1)[0], body, JSON)
+            self.api.create(path.rsplit("/", 1)[0], body)
             return
         lease["spec"].update(holderIdentity=name, leaseDurationSeconds=LEASE_DURATION,
                              renewTime=now_micro())
-        self.api.request("PUT", path, lease)
+        self.api.put(path, lease)
 
     def reap_terminating(self) -> None:
         """Confirm the deletion of terminating pods bound to our nodes (grace period 0)."""
-        pods = self.api.get("/api/v1/pods?resourceVersion=0&fieldSelector=spec.nodeName%21%3D")
+        pods = self.api.get("/api/v1/pods", {"resourceVersion": "0",
+                                             "fieldSelector": "spec.nodeName!="})
         for pod in pods.get("items", []):
             meta = pod["metadata"]
             if pod["spec"].get("nodeName") in self.nodes and meta.get("deletionTimestamp"):
-                path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-                body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                        "preconditions": {"uid": meta["uid"]}}
-                try:
-                    self.api.request("DELETE", path, body)
+                if confirm_deletion(self.api, pod):
                     LOG.info("deleted terminating pod %s/%s", meta["namespace"], meta["name"])
-                except KubeApiError as exc:
-                    if exc.status not in (404, 409):
-                        raise
 
     def run(self, stop: list[bool], reap: bool = True) -> None:
         """Register every node, then beat until stop[0] is set; API errors are retried.
@@ -194,7 +187,7 @@ class Heartbeat:
                     elif started >= next_status:
                         self.post_status(name)
                     self.renew_lease(name)
-                except KubeApiError as exc:
+                except KubeError as exc:
                     LOG.warning("%s: %s (retrying)", name, exc)
             if beat:
                 next_lease = started + LEASE_RENEW
@@ -203,9 +196,24 @@ class Heartbeat:
             if reap:
                 try:
                     self.reap_terminating()
-                except KubeApiError as exc:
+                except KubeError as exc:
                     LOG.warning("listing pods: %s (retrying)", exc)
             _sleep_until(started + (REAP_INTERVAL if reap or pending else LEASE_RENEW), stop)
+
+
+def confirm_deletion(api: KubeClient, pod: dict[str, Any]) -> bool:
+    """What a kubelet does once a terminating pod has stopped: delete it with grace period 0
+    (this very pod: the uid precondition); False if it is already gone or was replaced."""
+    meta = pod["metadata"]
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+            "preconditions": {"uid": meta["uid"]}}
+    try:
+        api.delete(pod_path(meta["namespace"], meta["name"]), missing_ok=False, body=body)
+    except KubeError as exc:
+        if exc.status not in (404, 409):
+            raise
+        return False
+    return True
 
 
 def _sleep_until(deadline: float, stop: list[bool]) -> None:
@@ -253,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    api = KubeApi(args.kubeconfig)
+    api = KubeClient(args.kubeconfig, pool_size=2, timeout=10)
     while not stop[0]:
         try:
             beat = Heartbeat(api, nodes)
             break
-        except KubeApiError as exc:
+        except KubeError as exc:
             LOG.warning("API server not answering (%s); retrying", exc)
             _sleep_until(time.monotonic() + 1, stop)
     else:

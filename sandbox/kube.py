@@ -23,17 +23,17 @@ from typing import Any
 
 import yaml
 
+from contract import defaults
+from kube.client import KubeClient, KubeError
 from sandbox import procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
-from sandbox.kubeapi import APPLY_PATCH, KubeApi, KubeApiError
 
 REPO = Path(__file__).resolve().parents[1]
 BIN_ENV = "KOVN_K8S_BIN"
 DAEMON_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 CRD_DIR = REPO / "manifests" / "crds"
-SERVICE_CIDR = "10.96.0.0/16"
 FIELD_MANAGER = "kovn-sandbox"
 CONTROLLER = "kovn-controller"  # the daemon's name in state.json and status
 
@@ -137,7 +137,7 @@ def start_control_plane(config: SandboxConfig, record: Record) -> Pki:
         "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
         f"--etcd-servers={etcd}",
         f"--client-ca-file={pki.ca}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={defaults.SERVICE_CIDR}",
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
@@ -163,7 +163,7 @@ def start_managers(config: SandboxConfig, pki: Pki, record: Record) -> None:
         f"--root-ca-file={pki.ca}",
         f"--cluster-signing-cert-file={pki.ca}",
         f"--cluster-signing-key-file={pki.key('ca')}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={defaults.SERVICE_CIDR}",
         # Else it creates /usr/libexec/kubernetes/... on the machine.
         f"--flex-volume-plugin-dir={d / 'kube' / 'flexvolume'}",
         "--profiling=false",
@@ -186,22 +186,6 @@ def start_heartbeat(config: SandboxConfig, nodes: dict[str, str], record: Record
         argv += ["--node", f"{name}={ip}"]
     record(procs.spawn_daemon("heartbeat", argv, pidfile=pidfile, log=d / "heartbeat.log",
                               env=python_env(), cwd=REPO))
-
-
-def verb_available(verb: str) -> bool:
-    """Whether `kovn <verb>` exists (verbs are written beside the sandbox)."""
-    import argparse
-
-    from cli.main import build_parser  # lazily: cli imports the sandbox, not the reverse
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return verb in action.choices
-    return False
-
-
-def controller_verb_available() -> bool:
-    return verb_available("controller")
 
 
 def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> procs.Daemon:
@@ -271,10 +255,7 @@ def finish_up(up: KubeUp) -> None:
         up.progress(f"kube: CRDs established: {', '.join(crds) or 'none'}")
         controller = None
         if config.controller:
-            if controller_verb_available():
-                controller = start_controller(config, up.nb_remote, up.record)
-            else:
-                up.progress("kube: note: `kovn controller` does not exist yet; not started")
+            controller = start_controller(config, up.nb_remote, up.record)
         if up.start_workloads is not None:
             logs, keepers = up.start_workloads(), "kubelets"
         else:
@@ -306,7 +287,7 @@ class Waiter:
     def __init__(self, config: SandboxConfig, daemons: Iterable[procs.Daemon]) -> None:
         self.config = config
         self.daemons = list(daemons)
-        self.api = KubeApi(kubeconfig(config), timeout=5)
+        self.api = KubeClient(kubeconfig(config), pool_size=2, timeout=5)
 
     def until(self, what: str, check: Callable[[], Any], timeout: float, log: str) -> Any:
         """Call check() until it returns something truthy; SandboxTimeout naming `log`."""
@@ -317,7 +298,7 @@ class Waiter:
                 result = check()
                 if result:
                     return result
-            except KubeApiError as exc:
+            except KubeError as exc:
                 last = f" (last error: {exc})"
             for daemon in self.daemons:
                 if procs.live_pid(daemon) is None:
@@ -336,7 +317,7 @@ class Waiter:
         self.api.close()
 
 
-def apply_crds(api: KubeApi, crd_dir: Path = CRD_DIR) -> list[str]:
+def apply_crds(api: KubeClient, crd_dir: Path = CRD_DIR) -> list[str]:
     """Server-side apply every CustomResourceDefinition in crd_dir/*.yaml; their names."""
     names = []
     for path in sorted(crd_dir.glob("*.yaml")):
@@ -344,18 +325,22 @@ def apply_crds(api: KubeApi, crd_dir: Path = CRD_DIR) -> list[str]:
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             name = doc["metadata"]["name"]
-            api.request("PATCH", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                        f"{name}?fieldManager={FIELD_MANAGER}&force=true", doc, APPLY_PATCH)
+            try:
+                api.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                          doc, FIELD_MANAGER)
+            except KubeError as exc:
+                raise SandboxError(f"the API server refused CRD {name} of {path}: {exc}") \
+                    from exc
             names.append(name)
     return names
 
 
-def crd_established(api: KubeApi, name: str) -> bool:
+def crd_established(api: KubeClient, name: str) -> bool:
     crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
     return _condition(crd, "Established") == "True"
 
 
-def nodes_schedulable(api: KubeApi, names: Iterable[str]) -> bool:
+def nodes_schedulable(api: KubeClient, names: Iterable[str]) -> bool:
     """Every node exists, is Ready, has no taint and is not cordoned."""
     nodes = {n["metadata"]["name"]: n for n in api.get("/api/v1/nodes").get("items", [])}
     for name in names:

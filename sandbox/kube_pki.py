@@ -5,8 +5,8 @@ controller-manager, scheduler). The apiserver authenticates a client cert by its
 CN is the user name, O the groups. Keys are ECDSA P-256 (a whole PKI in milliseconds, where
 RSA would take seconds on a small machine); the service-account key pair is ECDSA too (ES256).
 
-Kubeconfigs refer to the PEM files by path, so `kubectl`, the Python client and the sandbox's
-own small client (sandbox.kubeapi) read the same files.
+Kubeconfigs refer to the PEM files by path, so `kubectl` and kovn's client (kube/client.py:
+the controller, the node agents, the sandbox's kubelets and waits) read the same files.
 """
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from kube.client import STRATEGIC_MERGE_PATCH, KubeClient, KubeError, pod_path
+from kube.listwatch import CallbackListener, ListWatch
 from sandbox import cni, podstatus, probe
-from sandbox.heartbeat import Heartbeat
-from sandbox.kubeapi import STRATEGIC_MERGE_PATCH, KubeApi, KubeApiError
+from sandbox.heartbeat import Heartbeat, confirm_deletion
 from sandbox.netns import netns_list
 from sandbox.podruntime import PodRecord, PodStore, Runtime, RuntimeConfig, now
 from sandbox.workqueue import Timer, WorkQueue
@@ -77,7 +77,7 @@ class Kubelet:
         self.node = args.node
         self.node_ip = args.node_ip
         self.node_netns = args.node_netns
-        self.kubeconfig = args.kubeconfig
+        self.api = KubeClient(args.kubeconfig, pool_size=args.workers + 8, timeout=30)
         self.stop = [False]
         self.store = PodStore(args.state)
         self.runtime = Runtime(RuntimeConfig(
@@ -96,14 +96,11 @@ class Kubelet:
         self.timer = Timer("kubelet-timer")
         self.queue = WorkQueue(self._sync_safely, args.workers, self.timer, "kubelet-sync")
         self.probe_queue = WorkQueue(self._probe, 4, self.timer, "kubelet-probe")
-        self._local = threading.local()
-
-    def api(self) -> KubeApi:
-        """This thread's API client (a KubeApi holds one connection)."""
-        api = getattr(self._local, "api", None)
-        if api is None:
-            api = self._local.api = KubeApi(self.kubeconfig, timeout=30)
-        return api
+        # The Pods bound to this node: listed, then watched (kovn's one list+watch loop).
+        self.watch = ListWatch(self.api, "/api/v1/pods",
+                               CallbackListener(self._listed, self._pod_event),
+                               fields=f"spec.nodeName={self.node}", timeout=WATCH_SECONDS,
+                               name=f"pods of {self.node}")
 
     # ------------------------------------------------------------------ watch
 
@@ -111,22 +108,11 @@ class Kubelet:
         threading.Thread(target=self._heartbeat, name="kubelet-heartbeat", daemon=True).start()
         if self.records:
             LOG.info("adopting %d pod(s) from %s", len(self.records), self.store.dir)
-        selector = quote(f"spec.nodeName={self.node}")
-        base = f"/api/v1/pods?fieldSelector={selector}"
-        while not self.stop[0]:
-            try:
-                version = self._relist(base)
-                while not self.stop[0] and version:
-                    version = self._watch(f"{base}&watch=1&allowWatchBookmarks=true"
-                                          f"&timeoutSeconds={WATCH_SECONDS}"
-                                          f"&resourceVersion={version}", version)
-            except KubeApiError as exc:
-                LOG.warning("pods of %s: %s (listing again)", self.node, exc)
-                time.sleep(1)
+        self.watch.run()  # lists first, resumes after errors, lists again after 410
 
-    def _relist(self, path: str) -> str:
-        listed = self.api().get(path)
-        pods = {p["metadata"]["uid"]: p for p in listed.get("items", [])}
+    def _listed(self, items: list[dict[str, Any]]) -> None:
+        """A whole snapshot: sync every pod in it, and every one we knew that is not."""
+        pods = {p["metadata"]["uid"]: p for p in items}
         with self.lock:
             keys = set(self.pods) | set(pods) | set(self.records)
             self.pods = pods
@@ -134,36 +120,24 @@ class Kubelet:
                 self.seen.setdefault(uid, time.monotonic())
         for uid in keys:
             self.queue.add(uid)
-        return str(listed.get("metadata", {}).get("resourceVersion", ""))
 
-    def _watch(self, path: str, version: str) -> str:
-        """Follow one watch; the resourceVersion to continue from ("" to list again)."""
-        for event in self.api().watch(path, timeout=WATCH_SECONDS + 30):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                LOG.info("watch ended: %s", obj.get("message"))
-                return ""  # 410 Gone and the like: list again
-            version = obj.get("metadata", {}).get("resourceVersion", version)
-            if kind == "BOOKMARK":
-                continue
-            uid = obj["metadata"]["uid"]
-            with self.lock:
-                if kind == "DELETED":
-                    self.pods.pop(uid, None)
-                else:
-                    self.pods[uid] = obj
-                    if uid not in self.records:
-                        self.seen.setdefault(uid, time.monotonic())
-            self.queue.add(uid)
-        return version
+    def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = obj["metadata"]["uid"]
+        with self.lock:
+            if kind == "DELETED":
+                self.pods.pop(uid, None)
+            else:
+                self.pods[uid] = obj
+                if uid not in self.records:
+                    self.seen.setdefault(uid, time.monotonic())
+        self.queue.add(uid)
 
     def _heartbeat(self) -> None:
-        api = KubeApi(self.kubeconfig, timeout=30)
         while not self.stop[0]:
             try:
-                beat = Heartbeat(api, {self.node: self.node_ip})
+                beat = Heartbeat(self.api, {self.node: self.node_ip})
                 break
-            except KubeApiError as exc:
+            except KubeError as exc:
                 LOG.warning("API server not answering (%s); retrying", exc)
                 time.sleep(1)
         else:
@@ -216,7 +190,7 @@ class Kubelet:
                 return  # deleted during the ADD: the queued sync tears it down
             pod = latest
             steps.append(("ADD", time.monotonic()))
-        if self.runtime.serving(uid):
+        if self.runtime.started(uid):
             self._report(pod, record)
             return
         for problem in self.runtime.start_servers(record, pod):
@@ -253,14 +227,7 @@ class Kubelet:
         return True
 
     def _finalize(self, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": meta["uid"]}}
-        try:
-            self.api().request("DELETE", _pod_path(pod), body)
-        except KubeApiError as exc:
-            if exc.status not in (404, 409):
-                raise
+        confirm_deletion(self.api, pod)
 
     def _add_failed(self, pod: dict[str, Any], record: PodRecord, exc: cni.CniError) -> None:
         attempts, last = self.failures.get(record.uid, (0, ""))
@@ -280,16 +247,17 @@ class Kubelet:
         """Patch pods/status if what we would report differs from what the API has."""
         facts = podstatus.PodFacts(
             node_ip=self.node_ip, pod_ips=tuple(record.pod_ips),
-            started_at=record.started_at if self.runtime.serving(record.uid) else "",
+            started_at=record.started_at if self.runtime.started(record.uid) else "",
             container_id=record.container_id, ready=self._readiness(record.uid, pod),
             sandbox_error=sandbox_error)
         status = podstatus.build_status(pod, facts, now())
         if podstatus.signature(status) == podstatus.signature(pod.get("status", {})):
             return
+        meta = pod["metadata"]
         try:
-            updated = self.api().request("PATCH", _pod_path(pod) + "/status",
-                                         {"status": status}, STRATEGIC_MERGE_PATCH)
-        except KubeApiError as exc:
+            updated = self.api.patch(pod_path(meta["namespace"], meta["name"]) + "/status",
+                                     {"status": status}, STRATEGIC_MERGE_PATCH)
+        except KubeError as exc:
             if exc.status in (404, 409):
                 return
             raise
@@ -299,22 +267,8 @@ class Kubelet:
 
     def _event(self, pod: dict[str, Any], reason: str, message: str,
                kind: str = "Warning") -> None:
-        meta = pod["metadata"]
-        stamp = now()
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": COMPONENT, "host": self.node},
-            "reportingComponent": COMPONENT, "reportingInstance": self.node,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
-        try:
-            self.api().request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body)
-        except KubeApiError as exc:
-            LOG.warning("could not post event %s for %s: %s", reason, meta["name"], exc)
+        self.api.event({"apiVersion": "v1", "kind": "Pod", **pod}, reason, message, kind,
+                       component=COMPONENT, host=self.node)
 
     # ------------------------------------------------------------------ readiness
 
@@ -377,11 +331,6 @@ class Kubelet:
         return changed
 
 
-def _pod_path(pod: dict[str, Any]) -> str:
-    meta = pod["metadata"]
-    return f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.kubelet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -405,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         LOG.info("signal %d: stopping (pods keep their network)", signum)
         kubelet.stop[0] = True
+        kubelet.watch.stop()
         done.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.netns import in_netns
 from sandbox import cni, podstatus
 from sandbox.errors import SandboxError
 from sandbox.netns import netns_add, netns_delete
-from sandbox.probe import in_netns
 from sandbox.serve_hostname import HostnameServers, listen, sctp_supported
 
 LOG = logging.getLogger("kovn.sandbox.kubelet")
@@ -132,6 +132,10 @@ class Runtime:
         self.store = store
         self.servers = HostnameServers().start()
         self.sctp = sctp_supported()
+        # Pods whose "containers" this process started: network up, servers (maybe none)
+        # listening. Not the servers' owners: a pod without ports owns no socket.
+        self._started: set[str] = set()
+        self._lock = threading.Lock()
 
     def sandbox(self, pod: dict[str, Any]) -> PodRecord:
         """The pod's record and netns (created unless host-network); nothing plumbed yet."""
@@ -188,14 +192,21 @@ class Runtime:
         if not record.started_at:
             record.started_at = now()
             self.store.save(record)
+        with self._lock:
+            self._started.add(record.uid)
         return problems
 
-    def serving(self, uid: str) -> bool:
-        return uid in self.servers.owners()
+    def started(self, uid: str) -> bool:
+        """Whether this process started the pod's containers (start_servers ran, whatever
+        the number of ports, zero included); False for a pod adopted but not yet started."""
+        with self._lock:
+            return uid in self._started
 
     def remove(self, record: PodRecord) -> None:
         """Stop the servers, CNI DEL, delete the netns and the record; CniError if DEL fails
         (then the record stays, to be retried)."""
+        with self._lock:
+            self._started.discard(record.uid)
         self.servers.remove(record.uid)
         if not record.host_network:
             conf = cni.load_conf(self.config.cni_conf)

@@ -11,6 +11,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from contract import defaults
 from sandbox.cluster import Sandbox
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.netns import ip, netns_add, netns_delete, netns_exec, veth
@@ -39,7 +40,7 @@ class PodSpec:
     ip_cidr: str  # "10.16.0.11/16"
     gateway: str  # "10.16.0.1"
     iface_id: str  # logical switch port name
-    mtu: int = 1400  # Geneve adds its header; 1500 loses large TCP segments
+    mtu: int = defaults.DEFAULT_MTU  # Geneve adds its header; 1500 loses large TCP segments
 
 
 @dataclass(frozen=True)

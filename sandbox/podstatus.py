@@ -1,7 +1,8 @@
 """What the sandbox kubelet reads from a Pod spec and writes into its status (pure functions).
 
 A sandbox pod has no containers: its "containers" are servers answering on the declared
-ports, and they are running as soon as the pod's network is plumbed. The status says so in
+ports, and they are running as soon as the pod's network is plumbed and those servers are
+started (a pod that declares no port has none, and runs all the same). The status says so in
 the shape a kubelet gives it, so that EndpointSlices, Deployments and `kubectl get pods` see
 ordinary running pods.
 """
@@ -105,7 +106,8 @@ class PodFacts:
 
     node_ip: str
     pod_ips: tuple[str, ...] = ()
-    started_at: str = ""  # when the servers started; empty while the sandbox is not up
+    started_at: str = ""  # when the containers started (network up, servers, maybe none,
+    # listening); empty while they are not
     container_id: str = ""
     ready: dict[str, bool] = field(default_factory=dict)  # container -> readiness
     sandbox_error: str = ""  # why the pod's network could not be set up (yet)

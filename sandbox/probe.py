@@ -2,43 +2,15 @@
 
 A socket belongs to the network namespace of the thread that created it, so a probe switches
 only its own thread into the pod's namespace (setns), creates the socket, and switches back:
-no process per probe, and the rest of the program is never moved.
+no process per probe, and the rest of the program is never moved (node.netns.in_netns).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
 import socket
 import subprocess
-import threading
-from collections.abc import Iterator
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns failed: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(netns: str) -> Iterator[None]:
-    """Run the body with this thread in network namespace `netns` (`ip netns` name)."""
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    home = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
+from node.netns import in_netns
 
 
 def _socket_in(netns: str | None, family: int, kind: int) -> socket.socket:

@@ -21,7 +21,7 @@ from pathlib import Path
 from sandbox import procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
-from sandbox.kube import REPO, kubeconfig, python_env, verb_available
+from sandbox.kube import REPO, kubeconfig, python_env
 from sandbox.netns import ip, netns_delete
 from sandbox.node import SandboxNode
 
@@ -58,11 +58,9 @@ def find_plugin() -> Path | None:
 
 
 def why_no_workloads() -> str | None:
-    """What is missing to run pods (node agent, CNI plugin), or None."""
-    if not verb_available("node"):
-        return "`kovn node` (the node agent) does not exist yet"
+    """What is missing to run pods (the installed CNI plugin), or None."""
     if find_plugin() is None:
-        return f"the {PLUGIN} CNI plugin is not installed (pip install -e . in the repo)"
+        return f"the {PLUGIN} CNI plugin is not installed (./scripts/install.sh installs it)"
     return None
 
 
@@ -117,7 +115,7 @@ def start_workloads(config: SandboxConfig, nodes: list[SandboxNode], sb_remote: 
                     record: Record) -> list[str]:
     """Start every node's kubelet and agent; the logs to read if the nodes stall."""
     plugin = find_plugin()
-    if plugin is None or not verb_available("node"):
+    if plugin is None:
         raise SandboxError(f"cannot run pods: {why_no_workloads()}; or start the sandbox "
                            "with --no-workloads")
     name_host_netns(config)

@@ -2,13 +2,21 @@
 # Install everything kovn needs on Debian 12, as root. Idempotent: a second run only checks.
 #   Debian: Open vSwitch, OVN (central + host), iproute2, ethtool, curl, ping, the OVS python
 #           bindings' C JSON parser (python3-openvswitch), and build tools.
-#   PyPI:   kovn itself (editable) with its test extra.
+#   PyPI:   kovn itself (editable) with its test extra, into the virtual environment .venv of
+#           this checkout (not the system Python: only what pyproject.toml declares is there),
+#           with `kovn` and `kovn-cni` linked into /usr/local/bin.
 #   Go:     the upstream Kubernetes control plane for the sandbox (sandbox/k8s/build.sh).
+# Tests then run with the venv's Python: .venv/bin/python -m pytest tests
+#
+# Why .venv in the checkout: the install is editable, so the environment belongs to this
+# checkout (two checkouts never share or overwrite one), .gitignore already ignores it, and
+# ruff and editors find it. KOVN_VENV=<dir> puts it elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$(pwd)
 
 PACKAGES=(openvswitch-switch openvswitch-common python3-openvswitch ovn-central ovn-host
-          iproute2 ethtool curl iputils-ping procps psmisc)
+          iproute2 ethtool curl iputils-ping procps psmisc python3-venv)
 
 if [ "$(id -u)" != 0 ]; then
   echo "install.sh: run as root (it installs Debian packages and kovn needs root for netns)" >&2
@@ -28,11 +36,42 @@ fi
 # The Debian packages start system daemons where systemd runs; kovn starts its own, in its
 # own directories, and does not need or touch those.
 
-PYTHON=${PYTHON:-python3}
+# The venv's base interpreter: Debian's, the ABI python3-openvswitch's C JSON parser is built
+# for (northbound/fastjson.py loads it from /usr/lib/python3/dist-packages by path).
+PYTHON=${PYTHON:-/usr/bin/python3}
+VENV=${KOVN_VENV:-$REPO/.venv}
+venv_ok() {  # usable, and isolated from the system's site-packages
+  "$VENV/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' 2>/dev/null &&
+    grep -qx 'include-system-site-packages = false' "$VENV/pyvenv.cfg"
+}
+if ! venv_ok; then
+  echo "install.sh: creating the virtual environment $VENV ($("$PYTHON" --version))"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
 # pip is idempotent: when everything is satisfied this only re-links the editable install.
-"$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+for cmd in kovn kovn-cni; do
+  ln -sfn "$VENV/bin/$cmd" "/usr/local/bin/$cmd"
+done
+# An earlier install.sh put kovn into the system Python (`python3 -m pip install -e .`); its
+# `kovn` would shadow this one on PATH and miss every package added since. Remove it.
+for old in python3 /usr/bin/python3; do
+  [ "$(command -v "$old")" != "$VENV/bin/python3" ] || continue
+  shown=$("$old" -m pip show kovn 2>/dev/null || true)
+  if grep -qx "Editable project location: $REPO" <<<"$shown"; then
+    echo "install.sh: removing the old kovn install from $("$old" -c 'import sys; print(sys.prefix)')"
+    "$old" -m pip uninstall -q -y --disable-pip-version-check --root-user-action=ignore kovn || true
+  fi
+done
+if command -v pyenv >/dev/null; then pyenv rehash || true; fi  # drop its stale kovn shims
+found=$(command -v kovn || true)
+if [ "$(readlink -f "$found")" != "$(readlink -f "$VENV/bin/kovn")" ]; then
+  echo "install.sh: warning: \`kovn\` on PATH is ${found:-missing}, not $VENV/bin/kovn" >&2
+fi
 # The sandbox's Kubernetes control plane, built from Go modules (idempotent: 0.1 s when up to
-# date, ~6 min cold on 2 cores). KOVN_SKIP_K8S_BUILD=1 skips it (tests needing it then skip).
+# date, ~6 min cold on 2 cores). KOVN_SKIP_K8S_BUILD=1 skips it (tests needing it then skip,
+# or fail under CI=true: .ci/run).
 if [ "${KOVN_SKIP_K8S_BUILD:-0}" != 1 ]; then
   sandbox/k8s/build.sh
 fi

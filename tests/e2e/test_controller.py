@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.podnetwork import NODE_NETWORK, STATIC_IP, NodeNetwork
+from contract.podnetwork import NODE_NETWORK, STATIC_IP, NodeNetwork
 from northbound import names
 from sandbox.cluster import Sandbox
-from tests.e2e.controlplane import (
-    Cluster,
-    ControllerProcess,
-    condition,
-    eventually,
-    nb_ports,
-    pod_manifest,
-)
+from sandbox.controlplane import ControllerProcess, eventually, nb_ports, pod_manifest
+from tests.e2e.controlplane import Cluster, condition
 
 pytestmark = pytest.mark.e2e
 

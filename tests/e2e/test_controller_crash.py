@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.podnetwork import POD_NETWORK, PodNetwork
+from contract.podnetwork import POD_NETWORK, PodNetwork
 from northbound import names
 from sandbox.cluster import Sandbox
-from tests.e2e.controlplane import Cluster, ControllerProcess, eventually, nb_ports, pod_manifest
+from sandbox.controlplane import ControllerProcess, eventually, nb_ports, pod_manifest
+from tests.e2e.controlplane import Cluster
 
 pytestmark = pytest.mark.e2e
 NS = "t-crash"

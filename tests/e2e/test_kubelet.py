@@ -4,7 +4,9 @@ The plugin here is a small shell script exec'd exactly as the kubelet execs `kov
 (inside a node netns, CNI_* environment, config on stdin): it records what it was given and
 answers with canned results or errors, so the kubelet's side of the contract is checked in
 isolation: the call itself, retries and their Events and conditions, status, the servers,
-readiness, deletion. The real plugin and agent are exercised by test_network_model.py.
+readiness, deletion. The real plugin and agent are exercised by test_network_model.py, and
+here by the pods without containerPorts on the session's `cluster_sandbox` (they must run,
+be Ready and reach other pods like any pod, also after a kubelet restart).
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import Any
 
 import pytest
 
+from operators.kubeapi import KubeError
 from sandbox.cluster import Sandbox
+from sandbox.controlplane import eventually
 from sandbox.netns import netns_list
+from sandbox.podruntime import find_record
 from sandbox.podstatus import container_id, pod_netns
-from sandbox.probe import probe
-from tests.e2e.controlplane import REPO, Cluster, condition, eventually
+from sandbox.probe import ping, probe
+from tests.e2e.controlplane import REPO, Cluster, condition
 
 pytestmark = pytest.mark.e2e
 
@@ -190,3 +195,132 @@ def test_readiness_follows_the_probe(kube_sandbox: Sandbox, kubelet: Path) -> No
     assert running["status"]["containerStatuses"][0]["ready"] is False
     cluster.delete_pod(NS, "unready")
     eventually(lambda: cluster.pod(NS, "unready") is None, what="pod gone")
+
+
+# --- pods without containerPorts, on the real cluster (kovn-cni, node agents, kubelets) -----
+
+PORTLESS_NS = "kl-portless"
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.52"
+
+
+def portless_pod(name: str) -> dict[str, Any]:
+    """`kubectl run NAME --image=busybox -- sleep 3600`: no containerPort, no probe."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": PORTLESS_NS, "labels": {"run": name}},
+            "spec": {"containers": [{"name": name, "image": "busybox",
+                                     "args": ["sleep", "3600"]}],
+                     "terminationGracePeriodSeconds": 0}}
+
+
+def portless_deployment(name: str, replicas: int) -> dict[str, Any]:
+    """`kubectl create deployment NAME --image=agnhost` (no --port), spread over the nodes so
+    that pings cross the overlay too."""
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": PORTLESS_NS},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {
+                         "topologySpreadConstraints": [{
+                             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                             "whenUnsatisfiable": "DoNotSchedule",
+                             "labelSelector": {"matchLabels": labels}}],
+                         "terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "agnhost", "image": AGNHOST}]}}}}
+
+
+def _service_account_ready(cluster: Cluster, namespace: str) -> bool:
+    try:
+        cluster.api.call("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _running_ready(cluster: Cluster, selector: str, count: int) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        items = [p for p in cluster.pods(PORTLESS_NS, selector)
+                 if not p["metadata"].get("deletionTimestamp")]
+        done = [p for p in items if p["status"].get("phase") == "Running"
+                and condition(p, "Ready").get("status") == "True" and p["status"].get("podIP")]
+        return done if len(done) == count == len(items) else None
+
+    return eventually(ready, 90, f"{count} pod(s) {selector} Running and Ready with a podIP")
+
+
+def _assert_running_and_ready(item: dict[str, Any]) -> None:
+    status = item["status"]
+    assert status["phase"] == "Running", status
+    for kind in ("PodScheduled", "PodReadyToStartContainers", "Initialized",
+                 "ContainersReady", "Ready"):
+        assert condition(item, kind)["status"] == "True", (kind, status)
+    (container,) = status["containerStatuses"]
+    assert container["ready"] and container["started"] and "running" in container["state"]
+    assert status["podIPs"] == [{"ip": status["podIP"]}]
+
+
+def test_pods_without_ports_run_are_ready_reach_pods_and_survive_a_kubelet_restart(
+        cluster_sandbox: Sandbox) -> None:
+    cluster = Cluster(cluster_sandbox.kubeconfig)
+    cluster.namespace(PORTLESS_NS)
+    eventually(lambda: _service_account_ready(cluster, PORTLESS_NS),
+               what=f"ServiceAccount {PORTLESS_NS}/default")
+    deployments = f"/apis/apps/v1/namespaces/{PORTLESS_NS}/deployments"
+    try:
+        cluster.create_pod(portless_pod("sleeper"))
+        cluster.api.create(deployments, portless_deployment("quiet", 3))
+        (sleeper,) = _running_ready(cluster, "run=sleeper", 1)
+        quiet = _running_ready(cluster, "app=quiet", 3)
+        pods = [sleeper, *quiet]
+        for item in pods:
+            _assert_running_and_ready(item)
+        assert {p["spec"]["nodeName"] for p in quiet} == {n.name for n in cluster_sandbox.nodes}
+        netns = {}
+        for item in pods:
+            name = item["metadata"]["name"]
+            record = find_record(cluster_sandbox.kubelet_states(), PORTLESS_NS, name)
+            assert record is not None and record.pod_ips == [item["status"]["podIP"]], name
+            netns[name] = record.netns
+        # Real packets, both ways, between the portless pods (same node and across nodes).
+        sleeper_ip = sleeper["status"]["podIP"]
+        for item in quiet:
+            name, pod_ip = item["metadata"]["name"], item["status"]["podIP"]
+            assert ping(netns["sleeper"], pod_ip), f"sleeper -> {name} {pod_ip}"
+            assert ping(netns[name], sleeper_ip), f"{name} -> sleeper {sleeper_ip}"
+
+        # A kubelet restart adopts them: no new ADD, never reported as not started again.
+        node = cluster_sandbox.node(sleeper["spec"]["nodeName"])
+        mine = [p for p in pods if p["spec"]["nodeName"] == node.name]
+        log = node.dir / "kubelet.log"
+        offset = log.stat().st_size
+        add_log = cluster_sandbox.kubelet_states()[cluster_sandbox.nodes.index(node)] \
+            / "cni-add.jsonl"
+        adds_before = add_log.read_text().count("\n")
+        cluster_sandbox.restart(f"{node.name}/kubelet")
+        for item in mine:
+            line = f"pod {PORTLESS_NS}/{item['metadata']['name']} running with"
+            eventually(lambda line=line: line in log.read_text()[offset:], 60,
+                       f"{line!r} in {log} after the kubelet restart")
+        assert add_log.read_text().count("\n") == adds_before, "adopted pods need no CNI ADD"
+        for item in mine:
+            now = cluster.pod(PORTLESS_NS, item["metadata"]["name"])
+            assert now is not None and now["metadata"]["uid"] == item["metadata"]["uid"]
+            _assert_running_and_ready(now)
+            assert now["status"]["podIP"] == item["status"]["podIP"]
+            assert condition(now, "Ready")["lastTransitionTime"] == \
+                condition(item, "Ready")["lastTransitionTime"], "Ready never flipped"
+        for item in quiet:
+            assert ping(netns["sleeper"], item["status"]["podIP"]), "after the restart"
+    finally:
+        try:
+            cluster.api.call("DELETE", f"{deployments}/quiet",
+                             {"propagationPolicy": "Foreground"})
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+        cluster.delete_pod(PORTLESS_NS, "sleeper")
+    eventually(lambda: not cluster.pods(PORTLESS_NS), 60, f"the pods of {PORTLESS_NS} gone")
+    # Grace period 0: the API forgets them at once, the kubelets tear them down after.
+    eventually(lambda: not set(netns.values()) & set(netns_list()), 30,
+               "their netns deleted by the kubelets")

@@ -23,15 +23,17 @@ from typing import Any
 
 import pytest
 
+from node.netns import in_netns
 from northbound import names
 from operators.kubeapi import KubeError
 from sandbox.cluster import Sandbox
+from sandbox.controlplane import eventually, nb_ports
 from sandbox.netns import netns_list
 from sandbox.node import SandboxNode
 from sandbox.podruntime import find_record
-from sandbox.probe import in_netns, ping, probe
+from sandbox.probe import ping, probe
 from sandbox.workloads import agent_ready
-from tests.e2e.controlplane import REPO, Cluster, condition, eventually, nb_ports
+from tests.e2e.controlplane import REPO, Cluster, condition
 
 pytestmark = pytest.mark.e2e
 

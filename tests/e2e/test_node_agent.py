@@ -24,17 +24,21 @@ from typing import Any
 
 import pytest
 
-from controller.podnetwork import NODE_NETWORK, NodeNetwork, PodNetwork
+from contract.podnetwork import NODE_NETWORK, NodeNetwork, PodNetwork
+from node.netns import in_netns
 from node.plumbing import host_veth_name
 from sandbox.cluster import Sandbox
+from sandbox.controlplane import ControllerProcess, eventually, pod_manifest
 from sandbox.netns import ip, netns_add, netns_delete, netns_exec
 from sandbox.node import SandboxNode, vsctl
-from sandbox.probe import in_netns, ping, probe
-from tests.e2e.controlplane import REPO, Cluster, ControllerProcess, eventually, pod_manifest
+from sandbox.probe import ping, probe
+from sandbox.workloads import find_plugin
+from tests.e2e.controlplane import REPO, Cluster
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "t-cni"
-KOVN_CNI = str(Path(sys.executable).parent / "kovn-cni")
+# The installed plugin, found as the sandbox finds it (beside this Python, else on PATH).
+KOVN_CNI = str(find_plugin() or "kovn-cni")
 
 
 class AgentProcess:

@@ -7,7 +7,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import ovs.jsonrpc
 import pytest
 
 from northbound.connection import NbConnection
@@ -73,3 +75,50 @@ def nb(nb_server: NbServer) -> Iterator[NbConnection]:
 @pytest.fixture
 def reconciler(nb: NbConnection) -> Reconciler:
     return Reconciler(nb)
+
+
+class Wire:
+    """The operations of every transact the IDL sends (patched into ovs.jsonrpc)."""
+
+    def __init__(self) -> None:
+        self.transacts: list[list[dict[str, Any]]] = []
+
+    def mark(self) -> None:
+        self.transacts.clear()
+
+    def ops(self, table: str | None = None) -> list[dict[str, Any]]:
+        return [op for ops in self.transacts for op in ops
+                if table is None or op.get("table") == table]
+
+    def writes_of(self, table: str, column: str) -> list[tuple[str, Any]]:
+        """(how, value) of each write to `column` of `table` rows: ("update", whole value) or
+        ("insert"/"delete", the mutation's elements)."""
+        found: list[tuple[str, Any]] = []
+        for op in self.ops(table):
+            if op["op"] in ("insert", "update") and column in op.get("row", {}):
+                found.append((op["op"], op["row"][column]))
+            for col, how, value in op.get("mutations", ()):
+                if col == column:
+                    found.append((how, value))
+        return found
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
+    seen = Wire()
+    send = ovs.jsonrpc.Connection.send
+
+    def recording(conn: Any, msg: Any) -> Any:
+        if getattr(msg, "method", None) == "transact":
+            seen.transacts.append([op for op in msg.params[1:] if isinstance(op, dict)])
+        return send(conn, msg)
+
+    monkeypatch.setattr(ovs.jsonrpc.Connection, "send", recording)
+    return seen
+
+
+def elements(value: Any) -> list[Any]:
+    """The atoms of an OVSDB set/map JSON value."""
+    if isinstance(value, list) and value and value[0] in ("set", "map"):
+        return value[1]
+    return [value]

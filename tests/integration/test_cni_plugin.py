@@ -28,7 +28,7 @@ def plugin_binary() -> str:
     beside = Path(sys.executable).parent / "kovn-cni"
     found = str(beside) if beside.exists() else shutil.which("kovn-cni")
     if found is None:
-        pytest.fail("kovn-cni is not installed: pip install -e . (see README)")
+        pytest.fail("kovn-cni is not installed: ./scripts/install.sh (see README)")
     return found
 
 
@@ -106,8 +106,9 @@ def test_agent_missing(tmp_path: Path) -> None:
     assert_error(rc, out, Code.TRY_AGAIN_LATER, sock, "start `kovn node`")
     rc, out, _ = cni("STATUS", {**CONF, "cniVersion": "1.1.0", "socket": sock})
     assert_error(rc, out, Code.NOT_AVAILABLE, "start `kovn node`")
-    # $KOVN_CNI_SOCKET wins over the config
-    rc, out, _ = cni("DEL", {**CONF, "socket": "/elsewhere"}, **add_env(KOVN_CNI_SOCKET=sock))
+    # $KOVN_CNI_SOCKET wins over the config (a DEL whose netns still exists: see below)
+    rc, out, _ = cni("DEL", {**CONF, "socket": "/elsewhere"},
+                     **add_env(KOVN_CNI_SOCKET=sock, CNI_NETNS=str(tmp_path)))
     assert_error(rc, out, Code.TRY_AGAIN_LATER, sock)
 
 

@@ -32,7 +32,8 @@ def in_connection(nb: NbConnection, fn: Any) -> Any:
 
 def as_set(observed: list[Observed]) -> set[tuple[Any, ...]]:
     return {(o.row.ident, repr(o.row.columns()), repr(sorted(o.row.references().items())),
-             o.row.parent(), o.uuid, o.parent_uuid, o.foreign_children) for o in observed}
+             o.row.parent(), tuple(sorted(o.row.member_of)), o.uuid, o.parent_uuid,
+             o.foreign_children) for o in observed}
 
 
 def test_scoped_observe_matches_full_scan(nb_server: NbServer, nb: NbConnection,

@@ -24,6 +24,7 @@ from northbound.reconciler import Reconciler
 from northbound.rows import (
     ACL,
     CLUSTER,
+    MEMBER_SIDE,
     NAT,
     AddressSet,
     LoadBalancer,
@@ -32,6 +33,7 @@ from northbound.rows import (
     LogicalRouterPort,
     LogicalSwitch,
     LogicalSwitchPort,
+    Membership,
     NbRow,
     Owner,
     PortGroup,
@@ -45,6 +47,7 @@ ROUTER = names.CLUSTER_ROUTER
 SWITCH = names.DEFAULT_SUBNET
 JOIN = names.JOIN_SWITCH
 LBG = names.CLUSTER_LB_GROUP
+IN_LBG = LoadBalancerGroup.membership(LBG)
 PORT_A = names.pod_port("default", "web-1")
 PORT_B = names.pod_port("default", "web-2")
 NODE_PORT = names.node_port("node1")
@@ -91,7 +94,7 @@ def cluster_rows() -> list[NbRow]:
         LogicalSwitch(owner=JOIN_OWNER, name=JOIN, other_config={"subnet": "100.64.0.0/16"}),
         *link(SWITCH, SUBNET, "0a:58:0a:10:00:01", "10.16.0.1/16"),
         *link(JOIN, JOIN_OWNER, "0a:58:64:40:00:01", "100.64.0.1/16"),
-        LoadBalancerGroup(name=LBG, load_balancers=frozenset({LB_NAME})),
+        LoadBalancerGroup(name=LBG),
         NAT(owner=SUBNET, router=ROUTER, type="snat", external_ip="192.0.2.10",
             logical_ip="10.16.0.0/16"),
         SwitchACL(owner=SUBNET, switch=SWITCH, direction="to-lport", priority=1000,
@@ -121,7 +124,8 @@ def node_rows() -> list[NbRow]:
 
 
 def service_rows() -> list[NbRow]:
-    return [LoadBalancer(owner=SVC, name=LB_NAME,
+    # The Service's load balancer joins the Cluster's group from its own side.
+    return [LoadBalancer(owner=SVC, name=LB_NAME, member_of={IN_LBG},
                          vips={"10.96.0.10:80": f"{IP_A}:8080,{IP_B}:8080"})]
 
 
@@ -229,7 +233,7 @@ class Snapshot:
 
     def owned(self, table: str) -> list[dict[str, Any]]:
         if table == "Load_Balancer_Group":
-            return [r for r in self.tables[table] if r["name"] in names.OWNED_LB_GROUPS]
+            return [r for r in self.tables[table] if names.lb_group_owner(r["name"])]
         return [r for r in self.tables[table] if names.is_owned(r["external_ids"])]
 
     def find(self, row: NbRow) -> dict[str, Any]:
@@ -248,6 +252,11 @@ class Snapshot:
 
     def holders(self, table: str, column: str, uuid: str) -> list[str]:
         return [r["name"] for r in self.tables[table] if uuid in r[column]]
+
+    def memberships(self, uuid: str) -> set[Membership]:
+        """Every member-side container column that holds the row `uuid`."""
+        return {Membership(table, r["name"], column) for table, column in MEMBER_SIDE
+                for r in self.tables[table] if uuid in r[column]}
 
     def dangling(self) -> list[str]:
         """References to rows that do not exist (OVSDB should never hold one)."""
@@ -290,6 +299,8 @@ def assert_nb_holds_exactly(server: NbServer, desired: list[NbRow]) -> Snapshot:
         if parent is not None:
             assert snap.holders(parent.table, parent.column, nb_row["_uuid"]) == [parent.name], (
                 f"{row.TABLE} {row.key!r} container")
+        assert snap.memberships(nb_row["_uuid"]) == row.member_of, (
+            f"{row.TABLE} {row.key!r} memberships")
     return snap
 
 
@@ -424,7 +435,7 @@ def test_updates(nb_server: NbServer, reconciler: Reconciler) -> None:
     desired = replace(desired, PORT_B, switch="other")  # moves to another switch
     desired = replace(desired, SWITCH, other_config={"subnet": "10.16.0.0/16"},
                       load_balancer_groups=frozenset())
-    desired = replace(desired, LB_NAME, options={"reject": "true"},
+    desired = replace(desired, LB_NAME, options={"reject": "true"}, member_of=frozenset(),
                       vips={"10.96.0.10:80": f"{IP_B}:8080", "10.96.0.10:443": f"{IP_B}:8443"})
     desired = replace(desired, PG_NAME, ports=frozenset({PORT_A}))
     desired = replace(desired, ACL_KEY, action="drop")  # not part of the key: changed in place
@@ -432,7 +443,6 @@ def test_updates(nb_server: NbServer, reconciler: Reconciler) -> None:
     desired = replace(desired, QOS_KEY, bandwidth={"rate": 5000})
     desired = replace(desired, nat_key, external_ip="192.0.2.11")  # part of the key: replaced
     desired = replace(desired, route_key, nexthop="100.64.0.3")
-    desired = replace(desired, LBG, load_balancers=frozenset())
     desired = [*desired, LogicalSwitch(owner=Owner(names.OwnerType.SUBNET, "other"), name="other")]
 
     result = reconciler.reconcile(desired)
@@ -440,7 +450,7 @@ def test_updates(nb_server: NbServer, reconciler: Reconciler) -> None:
         "Logical_Router_Static_Route", "Logical_Switch", "NAT"]
     assert sorted(d.row.key for d in result.deletes) == sorted([nat_key, route_key])
     assert sorted(u.row.key for u in result.updates) == sorted(
-        [PORT_A, PORT_B, SWITCH, LB_NAME, PG_NAME, ACL_KEY, AS_NAME, QOS_KEY, LBG])
+        [PORT_A, PORT_B, SWITCH, LB_NAME, PG_NAME, ACL_KEY, AS_NAME, QOS_KEY])
 
     snap = assert_nb_holds_exactly(nb_server, desired)
     get = lambda *a: nbctl_get(nb_server, *a)  # noqa: E731
@@ -526,7 +536,6 @@ def test_deleted_rows_leave_no_reference_behind(nb_server: NbServer,
     reconciler.reconcile(start)
     desired = without(start, PORT_B, LB_NAME, ACL_KEY, SWITCH_ACL_KEY)
     desired = replace(desired, SWITCH, load_balancers=frozenset())
-    desired = replace(desired, LBG, load_balancers=frozenset())
     desired = replace(desired, PG_NAME, ports=frozenset({PORT_A}))
     reconciler.reconcile(desired)
     snap = assert_nb_holds_exactly(nb_server, desired)
@@ -599,7 +608,7 @@ def test_hand_made_rows_survive_every_apply(nb_server: NbServer, nb: NbConnectio
     changed = replace(topology(), SWITCH, load_balancer_groups=frozenset(),
                       load_balancers=frozenset({LB_NAME}), other_config={})
     changed = replace(changed, PG_NAME, ports=frozenset({PORT_B}))
-    changed = replace(changed, LBG, load_balancers=frozenset())
+    changed = replace(changed, LB_NAME, member_of=frozenset())
     changed = replace(changed, ACL_KEY, action="allow")
     changed = replace(changed, QOS_KEY, bandwidth={"rate": 1})
     assert reconciler.reconcile(changed)
@@ -672,6 +681,7 @@ def test_drift_is_repaired(nb_server: NbServer, nb: NbConnection, reconciler: Re
     nb_server.nbctl("--type=port-group", "acl-del", PG_NAME)  # kovn's ACL gone
     nb_server.nbctl("set", "Load_Balancer", LB_NAME, 'vips:"10.96.0.10:80"="1.1.1.1:1"')
     nb_server.nbctl("clear", "Logical_Switch", SWITCH, "load_balancer_group")
+    nb_server.nbctl("clear", "Load_Balancer_Group", LBG, "load_balancer")  # LB out of group
     nb_server.nbctl("lr-nat-del", ROUTER)
     nb_server.nbctl("set", "Address_Set", AS_NAME, "addresses=[]")
     settle(nb, nb_server)

@@ -44,6 +44,42 @@ def test_topology_constants() -> None:
     assert names.CLUSTER_LB_GROUP in names.OWNED_LB_GROUPS
 
 
+# --- load balancer groups: the name is the ownership mark (no external_ids in NB 7.0.0) ---------
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [
+        (names.CLUSTER_LB_GROUP, (names.OwnerType.CLUSTER, names.CLUSTER_OWNER)),
+        (names.node_lb_group("node1"), (names.OwnerType.NODE, "node1")),
+        (names.node_lb_group("kind-worker.example.com"),
+         (names.OwnerType.NODE, "kind-worker.example.com")),
+        (names.node_lb_group("a_b"), (names.OwnerType.NODE, "a_b")),
+        (names.node_lb_group("nodeLBGroup_x"), (names.OwnerType.NODE, "nodeLBGroup_x")),
+    ],
+    ids=["cluster", "node", "node-fqdn", "node-underscore", "node-named-like-the-prefix"],
+)
+def test_lb_group_names_round_trip(name: str, owner: tuple[names.OwnerType, str]) -> None:
+    assert names.lb_group_owner(name) == owner
+    assert name in names.OWNED_LB_GROUPS
+    if owner[0] == names.OwnerType.NODE:
+        assert names.node_lb_group(owner[1]) == name == f"nodeLBGroup_{owner[1]}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "hand_group", "clusterlbgroup", "clusterLBGroup ", "nodeLBGroup_", "nodeLBGroup",
+     "xnodeLBGroup_n1", "GR_node1", names.load_balancer("ns", "svc", "tcp")],
+)
+def test_other_lb_group_names_are_not_kovns(name: str) -> None:
+    assert names.lb_group_owner(name) is None
+    assert name not in names.OWNED_LB_GROUPS
+
+
+def test_node_lb_group_needs_a_node() -> None:
+    with pytest.raises(ValueError, match="node name"):
+        names.node_lb_group("")
+    assert 42 not in names.OWNED_LB_GROUPS  # type: ignore[operator]
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

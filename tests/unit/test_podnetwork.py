@@ -1,4 +1,4 @@
-"""controller.podnetwork: the annotation contract between the controller and the node agent."""
+"""contract.podnetwork: the annotation contract between the controller and the node agent."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from controller import podnetwork
-from controller.podnetwork import (
+from contract import podnetwork
+from contract.podnetwork import (
     NODE_NETWORK,
     POD_NETWORK,
     NodeNetwork,

@@ -140,3 +140,34 @@ def test_signature_ignores_times_but_not_readiness() -> None:
                                           started_at=EARLIER, ready={"web": False}), NOW)
     assert signature(a) != signature(c)
     assert signature({}) != signature(a)
+
+
+# A pod without any containerPort (`kubectl run c --image=busybox -- sleep 3600`, or
+# `kubectl create deployment b --image=agnhost` without --port) runs like any other.
+BUSYBOX = {"name": "c", "image": "busybox", "args": ["sleep", "3600"]}
+
+
+def test_a_pod_without_ports_runs_and_is_ready_once_started() -> None:
+    portless = pod([BUSYBOX])
+    assert podstatus.declared_ports(portless) == []
+    assert readiness_probes(portless) == []
+    pending = build_status(portless, PodFacts(node_ip="n", pod_ips=("10.16.0.9",)), NOW)
+    assert pending["phase"] == "Pending"  # not started yet: network up is not enough
+    facts = PodFacts(node_ip="n", pod_ips=("10.16.0.9",), started_at=EARLIER,
+                     container_id="c" * 64, ready={"c": True})
+    status = build_status(portless, facts, NOW)
+    assert status["phase"] == "Running" and status["podIP"] == "10.16.0.9"
+    assert set(conditions(status).values()) == {"True"}
+    (container,) = status["containerStatuses"]
+    assert container["ready"] and container["started"]
+    assert container["state"] == {"running": {"startedAt": EARLIER}}
+    assert signature(status) != signature(pending)
+
+
+def test_a_pod_without_ports_follows_its_readiness_probe() -> None:
+    probed = pod([{**BUSYBOX, "readinessProbe": {"exec": {"command": ["true"]}}}])
+    assert readiness_probes(probed) == [Probe(container="c", kind="other")]
+    unready = build_status(probed, PodFacts(node_ip="n", pod_ips=("10.16.0.9",),
+                                            started_at=EARLIER, ready={"c": False}), NOW)
+    assert unready["phase"] == "Running"
+    assert conditions(unready)["Ready"] == conditions(unready)["ContainersReady"] == "False"

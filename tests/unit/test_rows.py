@@ -18,6 +18,7 @@ from northbound.rows import (
     LogicalRouterPort,
     LogicalSwitch,
     LogicalSwitchPort,
+    Membership,
     NbRow,
     Owner,
     ParentRef,
@@ -50,7 +51,7 @@ SAMPLES: dict[type[NbRow], NbRow] = {
     ),
     LogicalRouter: LogicalRouter(
         owner=rows.CLUSTER, name="ovn-cluster", options={"mcast_relay": "false"},
-        load_balancers=frozenset({"lb1"}), load_balancer_groups=frozenset({"clusterLBGroup"}),
+        load_balancer_groups=frozenset({"clusterLBGroup"}),
     ),
     LogicalRouterPort: LogicalRouterPort(
         owner=SUBNET, name="ovn-cluster-ovn-default", router="ovn-cluster",
@@ -70,10 +71,10 @@ SAMPLES: dict[type[NbRow], NbRow] = {
         owner=SVC, name="Service_default/web_TCP",
         vips={"10.96.0.10:80": "10.16.0.5:8080,10.16.0.6:8080"}, protocol="tcp",
         options={"affinity_timeout": "10800"}, selection_fields=("ip_src", "ip_dst"),
+        member_of={LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP),
+                   LogicalRouter.membership(names.gateway_router("node1"))},
     ),
-    LoadBalancerGroup: LoadBalancerGroup(
-        name=names.CLUSTER_LB_GROUP, load_balancers=frozenset({"a", "b"}),
-    ),
+    LoadBalancerGroup: LoadBalancerGroup(name=names.CLUSTER_LB_GROUP),
     PortGroup: PortGroup(
         owner=NP, name="kovn_np_default_allow_web",
         ports=frozenset({"default_web-1", "default_web-2"}),
@@ -135,8 +136,7 @@ def test_samples_cover_every_row_type() -> None:
         (PortGroup(owner=POD, name="pg", ports=frozenset({"p1"})),
          {"name": "pg", "external_ids": POD_IDS}),
         # Load_Balancer_Group has no external_ids column in the NB schema
-        (LoadBalancerGroup(name="clusterLBGroup", load_balancers=frozenset({"lb"})),
-         {"name": "clusterLBGroup"}),
+        (LoadBalancerGroup(name="clusterLBGroup"), {"name": "clusterLBGroup"}),
         (QoS(owner=POD, switch="s", direction="to-lport", priority=5, match="ip4",
              bandwidth={"rate": 100}),
          {"direction": "to-lport", "priority": 5, "match": "ip4", "bandwidth": {"rate": 100},
@@ -171,11 +171,15 @@ def test_owner_keys_win_over_extra_ids() -> None:
                                                           frozenset({"clusterLBGroup"}))}),
         (SAMPLES[PortGroup], {"ports": ("Logical_Switch_Port",
                                         frozenset({"default_web-1", "default_web-2"}))}),
-        (SAMPLES[LoadBalancerGroup], {"load_balancer": ("Load_Balancer", frozenset({"a", "b"}))}),
+        # member side: the group's row has no field for its load balancers
+        (SAMPLES[LoadBalancerGroup], {}),
+        (SAMPLES[LogicalRouter], {"load_balancer_group": ("Load_Balancer_Group",
+                                                          frozenset({"clusterLBGroup"}))}),
+        (SAMPLES[LoadBalancer], {}),
         (SAMPLES[AddressSet], {}),
         (SAMPLES[LogicalSwitchPort], {}),
     ],
-    ids=["switch", "port-group", "lb-group", "address-set", "lsp"],
+    ids=["switch", "port-group", "lb-group", "router", "lb", "address-set", "lsp"],
 )
 def test_references(row: NbRow, expected: dict[str, Any]) -> None:
     assert row.references() == expected
@@ -310,11 +314,13 @@ def test_acl_valid_edges(priority: int, direction: str, action: str) -> None:
 
 
 # --- from_db round trip --------------------------------------------------------------------------
-def _db_view(row: NbRow) -> tuple[dict[str, Any], str | None, dict[str, frozenset[str]]]:
-    """What observe() hands to from_db: IDL-form columns, the parent's name, reference names."""
+def _db_view(row: NbRow) -> tuple[dict[str, Any], str | None, dict[str, frozenset[str]],
+                                  frozenset[Membership]]:
+    """What observe() hands to from_db: IDL-form columns, the parent's name, reference names,
+    the containers holding the row."""
     parent = row.parent()
     refs = {col: names_ for col, (_table, names_) in row.references().items()}
-    return row.columns(), parent.name if parent else None, refs
+    return row.columns(), parent.name if parent else None, refs, frozenset(row.member_of)
 
 
 @pytest.mark.parametrize("row", list(SAMPLES.values()), ids=[t.__name__ for t in SAMPLES])
@@ -324,6 +330,7 @@ def test_from_db_round_trip(row: NbRow) -> None:
     assert back.columns() == row.columns()
     assert back.references() == row.references()
     assert back.parent() == row.parent()
+    assert back.member_of == row.member_of
     assert back.ident == row.ident
     assert back.owner == row.owner
     assert dict(back.extra_ids) == dict(row.extra_ids)
@@ -360,8 +367,69 @@ def test_from_db_keeps_extra_ids_but_not_kovn_keys() -> None:
     assert qos.external_ids() == ids
 
 
-def test_from_db_of_lb_group_is_cluster_owned() -> None:
-    group = LoadBalancerGroup.from_db({"name": "clusterLBGroup"}, None,
-                                      {"load_balancer": frozenset({"lb"})})
-    assert group.owner == rows.CLUSTER
-    assert group.load_balancers == frozenset({"lb"})
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [(names.CLUSTER_LB_GROUP, rows.CLUSTER),
+     (names.node_lb_group("node1"), NODE)],
+    ids=["cluster", "node"],
+)
+def test_from_db_of_lb_group_reads_the_owner_from_the_name(name: str, owner: Owner) -> None:
+    group = LoadBalancerGroup.from_db({"name": name}, None, {})
+    assert group.owner == owner
+    assert group == LoadBalancerGroup(owner=owner, name=name)
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "message"),
+    [(NODE, names.CLUSTER_LB_GROUP, "says owner Cluster cluster"),
+     (rows.CLUSTER, names.node_lb_group("node1"), "says owner Node node1"),
+     (NODE, names.node_lb_group("node2"), "says owner Node node2"),
+     (rows.CLUSTER, "hand-group", "not a kovn name")],
+    ids=["cluster-name-node-owner", "node-name-cluster-owner", "other-node", "foreign-name"],
+)
+def test_lb_group_owner_must_match_its_name(owner: Owner, name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LoadBalancerGroup(owner=owner, name=name)
+
+
+# --- memberships ---------------------------------------------------------------------------------
+def test_membership_builders_know_the_column() -> None:
+    assert LoadBalancerGroup.membership("g") == Membership("Load_Balancer_Group", "g",
+                                                           "load_balancer")
+    assert LogicalRouter.membership("GR_n1") == Membership("Logical_Router", "GR_n1",
+                                                           "load_balancer")
+    assert LogicalRouter.membership("GR_n1", "load_balancer").member_table == "Load_Balancer"
+    with pytest.raises(ValueError, match="Logical_Switch has member-side columns"):
+        LogicalSwitch.membership("s1")  # none: its load_balancer is container side
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "message"),
+    [("Logical_Switch", "load_balancer", "not a member-side column"),
+     ("Logical_Switch", "load_balancer_group", "not a member-side column"),
+     ("Port_Group", "ports", "not a member-side column"),
+     ("Logical_Switch", "ports", "not a member-side column"),
+     ("Load_Balancer_Group", "nope", "not a member-side column")],
+)
+def test_membership_only_in_member_side_columns(table: str, column: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Membership(table, "x", column)
+
+
+def test_membership_must_hold_the_rows_table() -> None:
+    in_group = LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)
+    with pytest.raises(ValueError, match="holds Load_Balancer rows"):
+        AddressSet(owner=NP, name="as", member_of={in_group})
+    with pytest.raises(ValueError, match="names no container"):
+        LoadBalancerGroup.membership("")
+
+
+def test_member_of_is_a_frozenset_whatever_was_passed() -> None:
+    a = LoadBalancerGroup.membership("clusterLBGroup")
+    b = LogicalRouter.membership("GR_n1")
+    lbs = [LoadBalancer(owner=SVC, name="lb", member_of=given)
+           for given in ({a, b}, [b, a], (a, b, a), frozenset({a, b}))]
+    assert all(type(lb.member_of) is frozenset for lb in lbs)
+    assert all(lb == lbs[0] for lb in lbs)
+    # memberships are not columns, references or parents
+    assert "member_of" not in lbs[0].columns() and lbs[0].references() == {}

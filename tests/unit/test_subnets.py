@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from contract.podnetwork import LOGICAL_SWITCH
 from controller.config import ClusterConfig
-from controller.podnetwork import LOGICAL_SWITCH
 from controller.subnets import (
     Binding,
     Problem,
@@ -243,7 +243,8 @@ def test_validate_without_reserved_ranges() -> None:
 
 def test_default_subnet_of_the_default_config_is_valid() -> None:
     config = ClusterConfig()
-    assert config.reserved_ranges() == {"join": "100.64.0.0/16", "service": "10.96.0.0/16"}
+    assert config.reserved_ranges() == {"join range": "100.64.0.0/16",
+                                      "service range": "10.96.0.0/16"}
     spec = parse_subnet(obj(config.default_subnet, {"cidrBlock": config.default_cidr}))
     assert validate([spec], config.reserved_ranges()) == {config.default_subnet: []}
 
@@ -296,3 +297,19 @@ def test_binding_copies_its_input() -> None:
     bound = binding([], "d", annotations)
     annotations["w"] = "changed"
     assert bound.subnet_for("w", {}) == "c"
+
+
+# --- names and ranges kovn keeps for itself -------------------------------------------------------
+@pytest.mark.parametrize("name", ["join", "ovn-cluster"])
+def test_kovns_own_names_are_refused(name: str) -> None:
+    problems = validate([sub(name, "10.55.0.0/24", T1)], RESERVED)
+    assert [p.reason for p in problems[name]] == ["ReservedName"]
+    assert "pick another name" in problems[name][0].message
+
+
+def test_node_addresses_are_reserved_ranges() -> None:
+    reserved = {**RESERVED, "address of node n1": "203.0.113.11/32"}
+    problems = validate([sub("under", "203.0.113.0/24", T1), sub("fine", "10.55.0.0/24", T2)],
+                        reserved)
+    assert [p.reason for p in problems["under"]] == ["OverlapsReservedRange"]
+    assert "node n1" in problems["under"][0].message and problems["fine"] == []

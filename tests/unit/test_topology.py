@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
+from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
 from controller import topology
 from controller.config import ClusterConfig
-from controller.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
 from controller.subnets import SubnetSpec, parse_subnet, validate
 from northbound import names
 from northbound.rows import (
@@ -51,7 +51,7 @@ def test_config_join(join_cidr: str, gateway: str, prefixlen: int) -> None:
     config = ClusterConfig(join_cidr=join_cidr)
     assert config.join_gateway == gateway
     assert config.join_prefixlen == prefixlen
-    assert config.reserved_ranges()["join"] == join_cidr
+    assert config.reserved_ranges()["join range"] == join_cidr
 
 
 def test_config_defaults() -> None:

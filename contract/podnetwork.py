@@ -3,8 +3,8 @@
 The controller writes `kovn.io/pod-network` on a pod once its logical switch port exists; the
 node agent reads it to plumb the pod. The same for nodes (`kovn.io/node-network`, the
 management port). IPAM is rebuilt from these annotations on start, so they are the durable
-record of every allocation. This module is pure and dependency-free so that node/ may import
-it without importing the rest of the controller.
+record of every allocation. This module is pure and dependency-free: controller/ and node/
+both import it from here, and node/ never imports controller/ (tests/unit/test_layers.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
+
+from contract import defaults
 
 T = TypeVar("T")
 POD_NETWORK = "kovn.io/pod-network"
@@ -27,7 +29,7 @@ LOGICAL_SWITCH = "ovn.kubernetes.io/logical_switch"
 INGRESS_RATE = "ovn.kubernetes.io/ingress_rate"
 EGRESS_RATE = "ovn.kubernetes.io/egress_rate"
 
-DEFAULT_MTU = 1400
+DEFAULT_MTU = defaults.DEFAULT_MTU  # the MTU when an annotation carries none
 """1500 minus Geneve's overhead (with room for options): larger TCP segments are lost."""
 
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")

@@ -1,0 +1,1 @@
+"""The Kubernetes API client shared by every kovn component (imports nothing of kovn)."""

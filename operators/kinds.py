@@ -1,0 +1,123 @@
+"""Every kind the controller watches, one declaration each.
+
+An entry says where the kind lives in the API, which fields the cache keeps (10,000 full
+pods would cost ~100 MB), how it is watched (the generic list+watch of kube/listwatch.py
+for high-churn kinds, kopf for the rest), its indexes, which other kinds' changes dirty
+which of its keys, the NB owner type of its rows, and the functions that turn one object
+(or, for kinds validated together like Subnets, all of them) into rows. The worker, the
+cache and the watches are generic over this table: adding Services or NetworkPolicies is
+one entry here, one translator module in controller/ and one module in operators/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from contract.podnetwork import LOGICAL_SWITCH
+from northbound import names
+from operators import nodes, pods, subnets
+from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
+from operators.selection import LABEL_INDEX, NAMESPACE_INDEX, label_keys, namespace_keys
+from operators.state import Batch, State
+
+KOPF, LISTWATCH = "kopf", "listwatch"
+META_FIELDS = ("name", "namespace", "uid", "annotations", "deletionTimestamp",
+               "creationTimestamp", "finalizers", "resourceVersion", "generation", "labels")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    """Cache key and plural: `pods`."""
+    kind: str
+    api_version: str
+    path: str
+    """Cluster-wide collection path, for lists and watches."""
+    spec: tuple[str, ...] | None = ()
+    """spec fields kept (None: all of it)."""
+    status: tuple[str, ...] | None = ()
+    """status fields kept (None: all of it)."""
+    top: tuple[str, ...] = ()
+    """Other top-level fields kept (an EndpointSlice's `endpoints`, a ConfigMap's `data`)."""
+    watch: str = KOPF
+    owner_type: str | None = None
+    """OwnerType of its NB rows (owner name = cache key): Events and retries find it."""
+    indexes: tuple[IndexSpec, ...] = ()
+    follows: Mapping[str, Fanout] = field(default_factory=dict)
+    sync_one: Callable[[State, Batch, str], None] | None = None
+    """Rows of one object (a failure sets just that owner aside)."""
+    sync_all: Callable[[State, Batch, Dirty, bool], None] | None = None
+    """Rows of every object at once, when any is dirty (or in a full flush); may dirty keys
+    of later kinds."""
+    after: Callable[[State, Batch, Dirty, set[str]], None] | None = None
+    """Runs after sync_one over the dirty keys (e.g. wake pods waiting for an address)."""
+    restore: Callable[[State, str, Obj], None] | None = None
+    """At start, before the first full flush: re-take what an object's annotations record
+    (addresses), so nothing is handed out twice."""
+
+    @property
+    def group_version(self) -> tuple[str, str]:
+        group, _, version = self.api_version.rpartition("/")
+        return group, version
+
+    def slim(self, obj: Mapping[str, Any]) -> Obj:
+        """Only the fields the controller reads; list items lack kind/apiVersion, which
+        Events need, so they are set here."""
+        meta = obj.get("metadata") or {}
+        out: Obj = {"apiVersion": self.api_version, "kind": self.kind,
+                    "metadata": {k: meta[k] for k in META_FIELDS if k in meta}}
+        for part, keep in (("spec", self.spec), ("status", self.status)):
+            value = obj.get(part) or {}
+            if keep is None:
+                out[part] = value
+            elif keep:
+                out[part] = {k: value[k] for k in keep if k in value}
+        for name in self.top:
+            if name in obj:
+                out[name] = obj[name]
+        return out
+
+    def cache_kind(self) -> CacheKind:
+        return CacheKind(self.name, self.indexes, self.follows)
+
+
+def _switch_annotation(obj: Obj | None) -> str | None:
+    if obj is None:
+        return None
+    return (obj["metadata"].get("annotations") or {}).get(LOGICAL_SWITCH, "")
+
+
+def subnets_follow_namespaces(_cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
+    """A namespace's `ovn.kubernetes.io/logical_switch` annotation is part of the subnet
+    binding; other namespace changes (labels) do not concern subnets."""
+    if _switch_annotation(old) == _switch_annotation(new):
+        return []
+    return [(new or old or {})["metadata"]["name"]]
+
+
+def subnets_follow_nodes(_cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
+    """Node addresses are reserved ranges for Subnet validation."""
+    def addresses(obj: Obj | None) -> Any:
+        return None if obj is None else (obj.get("status") or {}).get("addresses")
+
+    return [] if addresses(old) == addresses(new) else [(new or old or {})["metadata"]["name"]]
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("subnets", "Subnet", "kovn.io/v1", "/apis/kovn.io/v1/subnets", spec=None, status=None,
+         owner_type=names.OwnerType.SUBNET,
+         follows={"namespaces": subnets_follow_namespaces, "nodes": subnets_follow_nodes},
+         sync_all=subnets.sync_kind),
+    Kind("namespaces", "Namespace", "v1", "/api/v1/namespaces",
+         indexes=(IndexSpec(LABEL_INDEX, label_keys),)),
+    Kind("nodes", "Node", "v1", "/api/v1/nodes", status=("addresses",),
+         owner_type=names.OwnerType.NODE, sync_one=nodes.sync_node, restore=nodes.restore),
+    Kind("pods", "Pod", "v1", "/api/v1/pods", spec=("nodeName", "hostNetwork"),
+         status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
+         indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys), IndexSpec(LABEL_INDEX, label_keys)),
+         sync_one=pods.sync_pod, after=pods.wake_waiting, restore=pods.restore),
+)
+BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+BY_OWNER_TYPE: dict[str, Kind] = {str(k.owner_type): k for k in KINDS if k.owner_type}
