@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import nb_apply
 from contract.podnetwork import POD_NETWORK
-from operators.kubeapi import KubeAPI, KubeError
+from kube.client import KubeClient, KubeError
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig
 from sandbox.controlplane import ControllerProcess, nb_ports, pod_manifest
@@ -30,7 +30,7 @@ NAMESPACES = 20
 NODES = 50
 
 
-def ensure(api: KubeAPI, path: str, body: dict) -> None:
+def ensure(api: KubeClient, path: str, body: dict) -> None:
     try:
         api.create(path, body)
     except KubeError as exc:
@@ -38,7 +38,7 @@ def ensure(api: KubeAPI, path: str, body: dict) -> None:
             raise
 
 
-def fake_nodes(api: KubeAPI) -> None:
+def fake_nodes(api: KubeClient) -> None:
     for i in range(NODES):
         ensure(api, "/api/v1/nodes", {
             "apiVersion": "v1", "kind": "Node",
@@ -49,12 +49,12 @@ def fake_nodes(api: KubeAPI) -> None:
 RUN = str(int(time.time()))  # pod names and labels of this run: reruns never collide
 
 
-def annotated_count(api: KubeAPI) -> int:
+def annotated_count(api: KubeClient) -> int:
     return sum(1 for p in api.list("/api/v1/pods", selector=f"kovn.io/bench={RUN}")
                if POD_NETWORK in p["metadata"].get("annotations", {}))
 
 
-def create_pods(api: KubeAPI, count: int) -> float:
+def create_pods(api: KubeClient, count: int) -> float:
     """Create the pods with 16 client threads; returns the time of the first create."""
     def one(i: int) -> None:
         ns = f"bench-{i % NAMESPACES}"
@@ -68,7 +68,7 @@ def create_pods(api: KubeAPI, count: int) -> float:
     return started
 
 
-def wait_all(api: KubeAPI, nb_remote: str, count: int, timeout: float) -> None:
+def wait_all(api: KubeClient, nb_remote: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         done = annotated_count(api)
@@ -99,7 +99,7 @@ def main() -> int:
     log = Path(sandbox.state_dir) / "bench-controller.log"
     controller = ControllerProcess(sandbox.nb_remote, sandbox.kubeconfig, log, resync=300)
     try:
-        api = KubeAPI(str(sandbox.kubeconfig))
+        api = KubeClient(str(sandbox.kubeconfig))
         for i in range(NAMESPACES):
             ensure(api, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                "metadata": {"name": f"bench-{i}"}})

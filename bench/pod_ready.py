@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kube.client import KubeClient
+from kube.listwatch import CallbackListener, ListWatch
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig
-from sandbox.kubeapi import KubeApi, KubeApiError
 from sandbox.netns import netns_list
 from sandbox.podstatus import pod_netns
 
@@ -72,29 +73,22 @@ def percentiles(values: list[float]) -> str:
 class ReadyWatch:
     """Local time at which each pod of the namespace was first seen Ready."""
 
-    def __init__(self, api: KubeApi) -> None:
-        self.api = api
+    def __init__(self, api: KubeClient) -> None:
         self.ready: dict[str, float] = {}
         self.nodes: dict[str, str] = {}
-        self.started = threading.Event()
         self.lock = threading.Lock()
-        threading.Thread(target=self._run, daemon=True).start()
+        self.watch = ListWatch(api, f"/api/v1/namespaces/{NAMESPACE}/pods",
+                               CallbackListener(self._listed, self._event), timeout=600,
+                               name="bench pods")
+        self.watch.start()  # lists first (on this thread), then watches on its own
 
-    def _run(self) -> None:
-        listed = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods")
-        version = listed["metadata"]["resourceVersion"]
-        self.started.set()
-        while True:
-            path = (f"/api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion={version}"
-                    "&allowWatchBookmarks=true&timeoutSeconds=600")
-            try:
-                for event in self.api.watch(path):
-                    obj = event["object"]
-                    version = obj["metadata"].get("resourceVersion", version)
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._see(obj)
-            except KubeApiError:
-                time.sleep(0.2)
+    def _listed(self, items: list[dict[str, Any]]) -> None:
+        for obj in items:
+            self._see(obj)
+
+    def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in ("ADDED", "MODIFIED"):
+            self._see(obj)
 
     def _see(self, obj: dict[str, Any]) -> None:
         conds = {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions") or []}
@@ -160,29 +154,25 @@ def add_durations(sandbox: Sandbox) -> tuple[list[float], int]:
 
 
 def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
-    api = KubeApi(sandbox.kubeconfig, timeout=30)
-    api.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                               "metadata": {"name": NAMESPACE}})
+    api = KubeClient(sandbox.kubeconfig, timeout=30)
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                      "metadata": {"name": NAMESPACE}})
     # The ServiceAccount admission plugin refuses pods until the namespace's default SA exists.
     deadline = time.monotonic() + 30
     while api.get_or_none(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default") is None:
         if time.monotonic() > deadline:
             raise SystemExit("no default ServiceAccount in the bench namespace after 30s")
         time.sleep(0.1)
-    watch = ReadyWatch(KubeApi(sandbox.kubeconfig, timeout=700))
-    watch.started.wait(30)
+    watch = ReadyWatch(api)
     created: dict[str, float] = {}
     netns: set[str] = set()  # of this run's pods
-    local = threading.local()
 
     def create(i: int) -> None:
-        client = getattr(local, "api", None) or KubeApi(sandbox.kubeconfig, timeout=30)
-        local.api = client
         name = f"p{i:04d}"
         if rate:
             time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         created[name] = time.monotonic()
-        made = client.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod(name))
+        made = api.create(f"/api/v1/namespaces/{NAMESPACE}/pods", pod(name))
         netns.add(pod_netns(sandbox.config.prefix, NAMESPACE, name, made["metadata"]["uid"]))
 
     cpu_before = cpu_snapshot(sandbox)
@@ -211,7 +201,8 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
                                                         if failed else ""))
     print(cpu_report(cpu_before, cpu_after, total))
     t1 = time.monotonic()
-    api.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}")
+    watch.watch.stop()
+    api.delete(f"/api/v1/namespaces/{NAMESPACE}")
     while (left := len(netns & set(netns_list()))) and time.monotonic() - t1 < 120:
         time.sleep(0.2)
     print(f"namespace deleted: pod netns left after {time.monotonic() - t1:.1f}s: {left}")

@@ -16,9 +16,9 @@ LOG = logging.getLogger("kovn.node")
 
 
 def run(args: argparse.Namespace) -> int:
+    from kube.client import KubeError
     from node.agent import Agent, AgentConfig
     from node.cni_server import ServerError
-    from kube.client import KubeError
     from node.ovs import OvsError
 
     config = AgentConfig(

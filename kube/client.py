@@ -120,6 +120,8 @@ class KubeClient:
               query: Mapping[str, Any] | None, timeout: float) -> Any:
         if isinstance(body, str | bytes) and "json" in content_type:
             body = json.loads(body)  # the REST layer would encode the text as a JSON string
+        elif body is not None and "yaml" in content_type and not isinstance(body, str | bytes):
+            body = json.dumps(body)  # JSON is YAML; older REST layers send only text as YAML
         _, url, headers, payload, _ = self.client.param_serialize(
             method, path, query_params=list((query or {}).items()),
             header_params={"Content-Type": content_type, "Accept": JSON},

@@ -19,6 +19,7 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command
 
+from northbound import names
 from northbound.owner_index import name_of
 from northbound.plan import MapDiff, Plan, SetDiff, Update
 from northbound.rows import Membership, NbRow
@@ -26,6 +27,16 @@ from northbound.rows import Membership, NbRow
 
 class ConflictError(RuntimeError):
     """A row kovn wants to create already exists but is not kovn's."""
+
+
+def _clash_message(row: NbRow, name: str, clash: Any) -> str:
+    ids = getattr(clash, "external_ids", {}) or {}
+    if names.is_owned(ids):
+        holder = f"{ids[names.OWNER_TYPE_KEY]} {ids[names.OWNER_KEY]}"
+        return (f"{row.TABLE} {name!r} already exists and belongs to {holder}, not to "
+                f"{row.owner}: two objects claim one name; rename or delete one of them")
+    return (f"{row.TABLE} {name!r} already exists and is not kovn's (no kovn.io/owner "
+            "external_ids): delete or rename it; kovn does not adopt rows")
 
 
 class _Resolver:
@@ -113,10 +124,7 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
         if name is not None:
             clash = resolve.existing(row.TABLE, name)
             if clash is not None and clash.uuid not in deleted:
-                raise ConflictError(
-                    f"{row.TABLE} {name!r} already exists and is not kovn's (no kovn.io/owner "
-                    "external_ids): delete or rename it; kovn does not adopt rows"
-                )
+                raise ConflictError(_clash_message(row, name, clash))
         idl_row = txn.insert(tables[row.TABLE])
         for column, value in columns.items():
             setattr(idl_row, column, value)
@@ -130,9 +138,10 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
             resolve.require(parent_ref.table, parent_ref.name, row).addvalue(
                 parent_ref.column, idl_row
             )
-        for column, (target, names) in row.references().items():
-            if names:
-                setattr(idl_row, column, [resolve.require(target, n, row) for n in sorted(names)])
+        for column, (target, targets) in row.references().items():
+            if targets:
+                setattr(idl_row, column,
+                        [resolve.require(target, n, row) for n in sorted(targets)])
         for m in sorted(row.member_of):
             resolve.require(m.table, m.name, row).addvalue(m.column, idl_row)
 

@@ -51,15 +51,24 @@ class Reconciler:
         desired: Iterable[NbRow],
         owners: Collection[Owner] | None = None,
         what: str = "",
+        spare: Collection[Owner] = (),
     ) -> Plan:
-        """Apply the difference in one transaction; return the plan that was applied."""
+        """Apply the difference in one transaction; return the plan that was applied.
+
+        `spare`: owners whose rows NB keeps exactly as they are, whatever `desired` says (the
+        controller's owners set aside after a failure: a full sweep must not delete their
+        last good rows)."""
         desired = list(desired)
+        spared = set(spare)
         started = time.monotonic()
-        result = self.nb.execute(
-            PlanCommand(self.nb.api,
-                        lambda tables: plan(desired, observe(tables, owners, self.nb.owner_index),
-                                            self.element_min))
-        )
+
+        def make_plan(tables: dict[str, Any]) -> Plan:
+            actual = observe(tables, owners, self.nb.owner_index)
+            if spared:
+                actual = [o for o in actual if o.row.owner not in spared]
+            return plan(desired, actual, self.element_min)
+
+        result = self.nb.execute(PlanCommand(self.nb.api, make_plan))
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
         for obs in result.kept:

@@ -257,18 +257,19 @@ class Controller:
         if full:
             try:
                 desired = [r for rows in {**state.applied, **changed}.values() for r in rows]
-                self.reconciler.reconcile(desired, what="full resync")
+                # Owners whose translation failed have no rows in this batch: keep theirs.
+                self.reconciler.reconcile(desired, what="full resync", spare={
+                    o for o in state.faults.failures if o not in changed})
             except NorthboundUnavailable:
                 raise
             except Exception as exc:
                 LOG.warning("full resync refused (%s): writing owner by owner", exc)
                 failed = write_isolated(self._write_scoped, changed, order)
                 # The sweep: delete what no object explains, sparing the owners set aside
-                # (their last rows stay as they were).
-                kept = {o: r for o, r in changed.items() if o not in failed}
-                spared = {o: state.applied[o] for o in failed if o in state.applied}
-                self.reconciler.reconcile([r for rows in {**kept, **spared}.values()
-                                           for r in rows], what="full resync sweep")
+                # (their last rows stay as they were, even right after a restart).
+                self.reconciler.reconcile(
+                    [r for o, rows in changed.items() if o not in failed for r in rows],
+                    what="full resync sweep", spare=set(failed) | set(state.faults.failures))
         elif changed:
             failed = write_isolated(self._write_scoped, changed, order)
         for owner, rows in changed.items():

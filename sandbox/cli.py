@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kube.client import KubeError
 from sandbox.cluster import Sandbox
 from sandbox.config import STATE_DIR_ENV, SandboxConfig, default_state_dir
 from sandbox.errors import SandboxError
@@ -257,6 +258,10 @@ def _guarded(handler: Handler) -> Handler:
             return handler(args)
         except SandboxError as exc:
             print(f"kovn: {exc}", file=sys.stderr)
+        except KubeError as exc:  # the sandbox's own API server, from the sandbox's client
+            what = f" ({exc.request})" if exc.request else ""
+            print(f"kovn: the sandbox's Kubernetes API server{what}: {exc} "
+                  "(is the sandbox healthy? `kovn sandbox status`)", file=sys.stderr)
         except OSError as exc:
             print(f"kovn: {exc}", file=sys.stderr)
         return 1

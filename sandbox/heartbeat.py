@@ -165,9 +165,9 @@ class Heartbeat:
                                              "fieldSelector": "spec.nodeName!="})
         for pod in pods.get("items", []):
             meta = pod["metadata"]
-            if pod["spec"].get("nodeName") in self.nodes and meta.get("deletionTimestamp"):
-                if confirm_deletion(self.api, pod):
-                    LOG.info("deleted terminating pod %s/%s", meta["namespace"], meta["name"])
+            mine = pod["spec"].get("nodeName") in self.nodes and meta.get("deletionTimestamp")
+            if mine and confirm_deletion(self.api, pod):
+                LOG.info("deleted terminating pod %s/%s", meta["namespace"], meta["name"])
 
     def run(self, stop: list[bool], reap: bool = True) -> None:
         """Register every node, then beat until stop[0] is set; API errors are retried.

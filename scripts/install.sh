@@ -50,7 +50,11 @@ if ! venv_ok; then
   "$PYTHON" -m venv "$VENV"
 fi
 # pip is idempotent: when everything is satisfied this only re-links the editable install.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# editable_mode=compat: a plain path entry instead of setuptools' import-hook finder, whose
+# import at start-up cost ~17 ms of every `kovn-cni` exec (89 -> 72 ms measured here); the
+# kubelet execs the plugin for every pod, so this is on the pod-ready path.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' \
+  --config-settings editable_mode=compat
 for cmd in kovn kovn-cni; do
   ln -sfn "$VENV/bin/$cmd" "/usr/local/bin/$cmd"
 done

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contract.podnetwork import POD_NETWORK, PodNetwork
-from operators.kubeapi import KubeAPI, KubeError, pod_path
+from kube.client import KubeClient, KubeError, pod_path
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ class Cluster:
     """Test-side access to the API server (raw JSON, like the controller)."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.api = KubeAPI(str(kubeconfig))
+        self.api = KubeClient(kubeconfig)
 
     def namespace(self, name: str, annotations: dict[str, str] | None = None) -> None:
         body = {"apiVersion": "v1", "kind": "Namespace",

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kube.client import KubeError
 from node.plumbing import host_veth_name
-from operators.kubeapi import KubeError
 from sandbox import procs, workloads
 from sandbox.cluster import Sandbox
 from sandbox.controlplane import eventually

@@ -1,8 +1,8 @@
 """The sandbox's real Kubernetes control plane: Nodes kept Ready by the heartbeat, the
 scheduler binding pods, controller-manager controllers at work, the Subnet CRD served.
 
-Everything is checked from outside, with kubectl and the `kubernetes` client (the sandbox
-itself uses its own small client). They share the session's `kube_sandbox`; the slow test
+Everything is checked from outside, with kubectl and kovn's client (kube/client.py, raw
+JSON; the sandbox uses the same one). They share the session's `kube_sandbox`; the slow test
 (nodes stay Ready past the node lifecycle controller's 50 s grace period) runs at the end of
 the session and only waits for what is left of that minute since the nodes registered.
 """
@@ -17,12 +17,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
+from kube.client import KubeClient, node_path
 from sandbox import kube
 from sandbox.cluster import Sandbox
 from tests.e2e.conftest import CLI_PREFIX, why_no_kube
@@ -38,9 +37,12 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def api(kube_sandbox: Sandbox) -> Iterator[client.ApiClient]:
-    with config.new_client_from_config(config_file=str(kube_sandbox.kubeconfig)) as api_client:
+def api(kube_sandbox: Sandbox) -> Iterator[KubeClient]:
+    api_client = KubeClient(kube_sandbox.kubeconfig)
+    try:
         yield api_client
+    finally:
+        api_client.close()
 
 
 def kubectl(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,8 +59,13 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 30) ->
     return result
 
 
-def _ready(node: client.V1Node) -> client.V1NodeCondition:
-    return next(c for c in node.status.conditions if c.type == "Ready")
+def _ready(node: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+
+def _time(stamp: str) -> datetime.datetime:
+    """A Kubernetes Time or MicroTime (RFC 3339, UTC)."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 @needs_kube
@@ -81,24 +88,20 @@ def test_nodes_ready_with_underlay_ips(kube_sandbox: Sandbox) -> None:
 
 
 @needs_kube
-def test_scheduler_binds_deployment_pods(kube_sandbox: Sandbox, api: client.ApiClient) -> None:
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
+def test_scheduler_binds_deployment_pods(kube_sandbox: Sandbox, api: KubeClient) -> None:
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                      "metadata": {"name": NS}})
     labels = {"app": "web"}
-    apps.create_namespaced_deployment(NS, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="web", image="registry.invalid/serve-hostname",
-                    ports=[client.V1ContainerPort(container_port=8080)])])))))
+    api.create(f"/apis/apps/v1/namespaces/{NS}/deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "web", "image": "registry.invalid/serve-hostname",
+                                     "ports": [{"containerPort": 8080}]}]}}}})
 
     def bound() -> list[str] | None:
-        pods = core.list_namespaced_pod(NS, label_selector="app=web").items
-        nodes = [p.spec.node_name for p in pods]
+        pods = api.list(f"/api/v1/namespaces/{NS}/pods", selector="app=web")
+        nodes = [p["spec"].get("nodeName") for p in pods]
         return nodes if len(nodes) == 2 and all(nodes) else None
 
     nodes = eventually(bound, "2 pods of Deployment web bound to nodes")
@@ -106,55 +109,48 @@ def test_scheduler_binds_deployment_pods(kube_sandbox: Sandbox, api: client.ApiC
 
 
 @needs_kube
-def test_service_gets_an_endpointslice(kube_sandbox: Sandbox, api: client.ApiClient) -> None:
-    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
-    svc = core.create_namespaced_service(NS, client.V1Service(
-        metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[
-            client.V1ServicePort(port=80, target_port=8080, protocol="TCP")])))
-    assert svc.spec.cluster_ip.startswith("10.96.")
+def test_service_gets_an_endpointslice(kube_sandbox: Sandbox, api: KubeClient) -> None:
+    svc = api.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"},
+                 "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+    assert svc["spec"]["clusterIP"].startswith("10.96.")
     slices = eventually(
-        lambda: discovery.list_namespaced_endpoint_slice(
-            NS, label_selector="kubernetes.io/service-name=web").items,
+        lambda: list(api.list(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
+                              selector="kubernetes.io/service-name=web")),
         "an EndpointSlice for Service web")
     # Its pods have no IPs (no kubelet yet), so the slice has no endpoints; it exists and
     # belongs to the Service, which is the endpointslice controller's part.
-    owner = slices[0].metadata.owner_references[0]
-    assert (owner.kind, owner.name, owner.uid) == ("Service", "web", svc.metadata.uid)
+    owner = slices[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == \
+        ("Service", "web", svc["metadata"]["uid"])
 
 
 @needs_kube
-def test_namespace_deletion_completes(kube_sandbox: Sandbox, api: client.ApiClient) -> None:
+def test_namespace_deletion_completes(kube_sandbox: Sandbox, api: KubeClient) -> None:
     """The namespace controller empties it; the heartbeat confirms its bound pods' deletion."""
-    core = client.CoreV1Api(api)
-    core.create_namespaced_config_map(NS, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="settings"), data={"a": "b"}))
-    core.delete_namespace(NS)
-
-    def gone() -> bool:
-        try:
-            core.read_namespace(NS)
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-
-    eventually(gone, f"namespace {NS} deleted (with its 2 bound pods)", timeout=60)
+    api.create(f"/api/v1/namespaces/{NS}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+        "data": {"a": "b"}})
+    api.delete(f"/api/v1/namespaces/{NS}", missing_ok=False)
+    eventually(lambda: api.get_or_none(f"/api/v1/namespaces/{NS}") is None,
+               f"namespace {NS} deleted (with its 2 bound pods)", timeout=60)
 
 
 @needs_kube
-def test_subnet_crd_established(kube_sandbox: Sandbox, api: client.ApiClient) -> None:
-    crd = client.ApiextensionsV1Api(api).read_custom_resource_definition("subnets.kovn.io")
-    assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
+def test_subnet_crd_established(kube_sandbox: Sandbox, api: KubeClient) -> None:
+    crd = api.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/subnets.kovn.io")
+    assert any(c["type"] == "Established" and c["status"] == "True"
+               for c in crd["status"]["conditions"])
     subnet = {"apiVersion": "kovn.io/v1", "kind": "Subnet", "metadata": {"name": "kvk-blue"},
               "spec": {"cidrBlock": "10.17.0.0/16"}}
-    custom = client.CustomObjectsApi(api)
-    custom.create_cluster_custom_object("kovn.io", "v1", "subnets", subnet)
+    api.create("/apis/kovn.io/v1/subnets", subnet)
     try:
         table = kubectl(kube_sandbox, "get", "subnets")
         assert table.returncode == 0, table.stderr
         assert "kvk-blue" in table.stdout and "10.17.0.0/16" in table.stdout
     finally:
-        custom.delete_cluster_custom_object("kovn.io", "v1", "subnets", "kvk-blue")
+        api.delete("/apis/kovn.io/v1/subnets/kvk-blue")
 
 
 @needs_kube
@@ -199,25 +195,27 @@ def test_missing_binaries_is_a_clean_error(tmp_path: Path) -> None:
 @needs_kube
 @pytest.mark.run_last
 def test_nodes_stay_ready_past_the_grace_period(kube_sandbox: Sandbox,
-                                                api: client.ApiClient) -> None:
+                                                api: KubeClient) -> None:
     """Slow (up to ~1 min after `up`): by then the lifecycle controller would have marked nodes
     without heartbeats NotReady and tainted them. The API server's clock is this machine's."""
-    core, coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
-    registered = max(core.read_node(n.name).metadata.creation_timestamp
+    registered = max(_time(api.get(node_path(n.name))["metadata"]["creationTimestamp"])
                      for n in kube_sandbox.nodes)
     left = registered.timestamp() + GRACE + 8 - time.time()
     if left > 0:
         time.sleep(left)
     now = datetime.datetime.now(datetime.UTC)
     for sandbox_node in kube_sandbox.nodes:
-        node = core.read_node(sandbox_node.name)
-        created = node.metadata.creation_timestamp
+        node = api.get(node_path(sandbox_node.name))
+        created = _time(node["metadata"]["creationTimestamp"])
         ready = _ready(node)
-        assert ready.status == "True", ready
-        assert not node.spec.taints, node.spec.taints
-        assert not node.spec.unschedulable
-        assert ready.last_transition_time <= created + datetime.timedelta(seconds=1)  # no flap
-        assert ready.last_heartbeat_time >= created + datetime.timedelta(seconds=30)
-        renewed = coord.read_namespaced_lease(sandbox_node.name, "kube-node-lease").spec
-        assert renewed.renew_time >= created + datetime.timedelta(seconds=40)
-        assert now - renewed.renew_time < datetime.timedelta(seconds=15)
+        assert ready["status"] == "True", ready
+        assert not node["spec"].get("taints"), node["spec"]
+        assert not node["spec"].get("unschedulable")
+        # no flap
+        assert _time(ready["lastTransitionTime"]) <= created + datetime.timedelta(seconds=1)
+        assert _time(ready["lastHeartbeatTime"]) >= created + datetime.timedelta(seconds=30)
+        lease = api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"
+                        f"{sandbox_node.name}")
+        renewed = _time(lease["spec"]["renewTime"])
+        assert renewed >= created + datetime.timedelta(seconds=40)
+        assert now - renewed < datetime.timedelta(seconds=15)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from operators.kubeapi import KubeError
+from kube.client import KubeError
 from sandbox.cluster import Sandbox
 from sandbox.controlplane import eventually
 from sandbox.netns import netns_list

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from kube.client import KubeError
 from node.netns import in_netns
 from northbound import names
-from operators.kubeapi import KubeError
 from sandbox.cluster import Sandbox
 from sandbox.controlplane import eventually, nb_ports
 from sandbox.netns import netns_list

@@ -25,8 +25,17 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], str]] = {
     "contract": (("cli", "controller", "kube", "manifests", "node", "northbound", "operators",
                   "sandbox"),
                  "contract/ is imported by both sides and imports neither"),
+    "kube": (("bench", "cli", "contract", "controller", "manifests", "node", "northbound",
+              "operators", "sandbox", "tests"),
+             "kube/ is the Kubernetes client of every layer and imports none of them"),
 }
-ONLY_IN = {"kopf": "operators"}  # third-party package -> the one layer that may import it
+# third-party package -> the one layer that may import it
+ONLY_IN = {
+    "kopf": "operators",
+    # kube/client.py is kovn's one Kubernetes API client: everyone else (operators/, node/,
+    # sandbox/, bench/, tests/) uses it, never the `kubernetes` package itself.
+    "kubernetes": "kube",
+}
 
 
 def matches(module: str, prefix: str) -> bool:
@@ -70,6 +79,21 @@ def test_contract_is_pure() -> None:
     assert bad == []
 
 
+def test_one_kubernetes_client() -> None:
+    """Only kube/ talks the Kubernetes API: it alone imports the `kubernetes` package (the
+    rule above) and builds watch requests; every list+watch loop is kube.listwatch.ListWatch,
+    and no second client module comes back."""
+    assert [str(imp) for imp in imports() if matches(imp.module, "kubernetes")
+            and not imp.file.startswith("kube/")] == []
+    unit_tests = sourcetree.REPO / "tests" / "unit"  # these check kube/ itself
+    watchers = [str(path.relative_to(sourcetree.REPO)) for path in sourcetree.sources()
+                if "allowWatchBookmarks" in path.read_text()
+                and not path.is_relative_to(unit_tests)]
+    assert watchers == ["kube/client.py"]
+    assert not (sourcetree.REPO / "node" / "kube.py").exists()
+    assert not (sourcetree.REPO / "sandbox" / "kubeapi.py").exists()
+
+
 def test_one_setns_helper() -> None:
     """Only node/netns.py calls setns(2); everything else enters a netns through it."""
     holders = [str(path.relative_to(sourcetree.REPO)) for path in sourcetree.sources()
@@ -86,6 +110,8 @@ def test_one_setns_helper() -> None:
     ("from northbound import names, rows", "controller", 0),
     ("import ovsdbapp.api", "controller", 1),
     ("from cli.main import build_parser", "sandbox", 1),
+    ("from node.netns import enter_netns", "kube", 1),  # kube/ takes enter_netns as a callable
+    ("import kubernetes", "kube", 0),
 ])
 def test_the_checker_sees_violations(source: str, package: str, expected: int) -> None:
     found = imports_of_source(source, f"{package}/x.py", package)
