@@ -14,6 +14,8 @@ from operators.cache import ClusterCache
 
 LABEL_INDEX = "label"
 NAMESPACE_INDEX = "namespace"
+SERVICE_INDEX = "service"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 def label_keys(obj: Mapping[str, Any]) -> Iterable[Hashable]:
@@ -24,6 +26,14 @@ def label_keys(obj: Mapping[str, Any]) -> Iterable[Hashable]:
 def namespace_keys(obj: Mapping[str, Any]) -> Iterable[Hashable]:
     namespace = (obj.get("metadata") or {}).get("namespace")
     return (namespace,) if namespace else ()
+
+
+def service_keys(obj: Mapping[str, Any]) -> Iterable[Hashable]:
+    """An EndpointSlice's Service (`ns/name`, from the label the EndpointSlice controller
+    sets), so a Service's translator finds its slices without scanning them all."""
+    meta = obj.get("metadata") or {}
+    service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return (f"{meta.get('namespace')}/{service}",) if service else ()
 
 
 def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:

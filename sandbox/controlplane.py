@@ -6,12 +6,13 @@ Shared by the e2e tests and the benchmarks (bench/ never imports tests/).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,6 +64,16 @@ class ControllerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ControllerProcess]:
+        """Started and ready for the `with` block, stopped after it whatever happens."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -28,13 +28,8 @@ def cluster(kube_sandbox: Sandbox) -> Cluster:
 def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ControllerProcess]:
     log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
-    proc = ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log)
-    proc.start()
-    try:
-        proc.wait_ready()
+    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log).running() as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def port_of(sandbox: Sandbox, name: str) -> dict | None:

@@ -38,14 +38,9 @@ def cluster(kube_sandbox: Sandbox) -> Cluster:
 
 @pytest.fixture
 def controller(kube_sandbox: Sandbox, tmp_path: Path) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig,
-                             tmp_path / "controller.log")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig,
+                           tmp_path / "controller.log").running() as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def nbctl(sandbox: Sandbox, *args: str) -> str:

@@ -156,12 +156,8 @@ def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ControllerProcess]:
     log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
     proc = ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log, resync=5)
-    proc.start()
-    try:
-        proc.wait_ready()
+    with proc.running():
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

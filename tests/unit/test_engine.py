@@ -13,10 +13,12 @@ from operators.kinds import BY_NAME, KINDS, LISTWATCH
 from operators.selection import (
     LABEL_INDEX,
     NAMESPACE_INDEX,
+    SERVICE_INDEX,
     label_keys,
     matches,
     namespace_keys,
     select,
+    service_keys,
 )
 
 
@@ -201,3 +203,13 @@ def test_namespaces_dirty_subnets_only_when_their_switch_annotation_moves() -> N
     annotated["metadata"]["annotations"] = {"ovn.kubernetes.io/logical_switch": "s1"}
     cache.store("namespaces", annotated)
     assert cache.take_dirty(0)["subnets"] == {"team"}
+
+
+def test_endpointslices_by_service() -> None:
+    cache = ClusterCache([CacheKind("endpointslices",
+                                    (IndexSpec(SERVICE_INDEX, service_keys),))])
+    for name, service in (("web-abc", "web"), ("web-def", "web"), ("db-1", "db")):
+        cache.store("endpointslices", obj(name, "a", {"kubernetes.io/service-name": service}))
+    cache.store("endpointslices", obj("orphan", "a"))
+    assert cache.indexed("endpointslices", SERVICE_INDEX, "a/web") == {"a/web-abc", "a/web-def"}
+    assert cache.indexed("endpointslices", SERVICE_INDEX, "a/db") == {"a/db-1"}
