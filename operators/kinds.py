@@ -17,9 +17,16 @@ from typing import Any
 
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
-from operators import nodes, pods, subnets
+from operators import nodes, pods, services, subnets
 from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
-from operators.selection import LABEL_INDEX, NAMESPACE_INDEX, label_keys, namespace_keys
+from operators.selection import (
+    LABEL_INDEX,
+    NAMESPACE_INDEX,
+    SERVICE_INDEX,
+    label_keys,
+    namespace_keys,
+    service_keys,
+)
 from operators.state import Batch, State
 
 KOPF, LISTWATCH = "kopf", "listwatch"
@@ -105,6 +112,11 @@ def subnets_follow_nodes(_cache: Any, old: Obj | None, new: Obj | None) -> list[
     return [] if addresses(old) == addresses(new) else [(new or old or {})["metadata"]["name"]]
 
 
+def services_follow_slices(_cache: Any, old: Obj | None, new: Obj | None) -> set[str]:
+    """An EndpointSlice change concerns the Service it belongs to (before and after)."""
+    return {k for obj in (old, new) if obj is not None for k in service_keys(obj)}
+
+
 KINDS: tuple[Kind, ...] = (
     Kind("subnets", "Subnet", "kovn.io/v1", "/apis/kovn.io/v1/subnets", spec=None, status=None,
          owner_type=names.OwnerType.SUBNET,
@@ -118,6 +130,12 @@ KINDS: tuple[Kind, ...] = (
          status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
          indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys), IndexSpec(LABEL_INDEX, label_keys)),
          sync_one=pods.sync_pod, after=pods.wake_waiting, restore=pods.restore),
+    Kind("endpointslices", "EndpointSlice", "discovery.k8s.io/v1",
+         "/apis/discovery.k8s.io/v1/endpointslices", top=("addressType", "endpoints", "ports"),
+         watch=LISTWATCH, indexes=(IndexSpec(SERVICE_INDEX, service_keys),)),
+    Kind("services", "Service", "v1", "/api/v1/services", spec=None, status=("loadBalancer",),
+         watch=LISTWATCH, owner_type=names.OwnerType.SERVICE,
+         follows={"endpointslices": services_follow_slices}, sync_one=services.sync_service),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 BY_OWNER_TYPE: dict[str, Kind] = {str(k.owner_type): k for k in KINDS if k.owner_type}

@@ -174,7 +174,8 @@ def test_label_selector_semantics(selector: dict, labels: dict, picked: bool) ->
 
 
 def test_kind_table() -> None:
-    assert [k.name for k in KINDS] == ["subnets", "namespaces", "nodes", "pods"]
+    assert [k.name for k in KINDS] == ["subnets", "namespaces", "nodes", "pods",
+                                      "endpointslices", "services"]
     assert BY_NAME["pods"].watch == LISTWATCH
     full = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": "n", "labels": {"a": "b"},

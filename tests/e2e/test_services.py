@@ -1,0 +1,151 @@
+"""Services without kube-proxy, from pods: ClusterIP TCP and UDP over OVN load balancers,
+spread, affinity, scaling, hairpin and a fast refusal. Real control plane (the
+EndpointSlice controller fills the slices), real packets from inside pod namespaces."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from node.netns import in_netns
+from sandbox.cluster import Sandbox
+from sandbox.controlplane import eventually, pod_manifest
+from sandbox.podruntime import find_record
+from sandbox.probe import probe
+from tests.e2e.controlplane import Cluster, condition
+from tests.e2e.test_network_model import PORT, create_deployment, ready_pods
+
+pytestmark = pytest.mark.e2e
+NS = "svc"
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_sandbox: Sandbox) -> Cluster:
+    cluster = Cluster(cluster_sandbox.kubeconfig)
+    create_deployment(cluster, NS, "web", 3)
+    create_deployment(cluster, NS, "solo", 1)
+    return cluster
+
+
+def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> str:
+    """The Service's cluster IP."""
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"app": app},
+                     "ports": [{"name": "tcp", "port": 80, "targetPort": "tcp"},
+                               {"name": "udp", "port": 80, "targetPort": PORT,
+                                "protocol": "UDP"}], **spec}}
+    return cluster.api.create(f"/api/v1/namespaces/{NS}/services", body)["spec"]["clusterIP"]
+
+
+@pytest.fixture(scope="module")
+def client(cluster_sandbox: Sandbox, cluster: Cluster) -> str:
+    """The netns of a plain client pod."""
+    cluster.create_pod(pod_manifest(NS, "client"))
+    eventually(lambda: condition(cluster.pod(NS, "client"), "Ready").get("status") == "True",
+               60, "client pod Ready")
+    record = find_record(cluster_sandbox.kubelet_states(), NS, "client")
+    assert record is not None
+    return record.netns
+
+
+def backends_seen(netns: str, ip: str, count: int = 30, proto: str = "tcp") -> list[str]:
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: probe(netns, ip, 80, proto, timeout=2), range(count)))
+    return [a.split()[0] for a in answers if a]
+
+
+def nb_backends(sandbox: Sandbox, lb: str) -> set[str]:
+    out = subprocess.run(["ovn-nbctl", f"--db={sandbox.nb_remote}", "--format=json",
+                          "--columns=vips", "find", "Load_Balancer", f'name="{lb}"'],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)["data"]
+    if not rows:
+        return set()
+    vips = dict(rows[0][0][1])
+    return {b for v in vips.values() for b in v.split(",") if b}
+
+
+def test_cluster_ip_tcp_and_udp_spread_over_all_backends(cluster_sandbox: Sandbox,
+                                                         cluster: Cluster, client: str) -> None:
+    pods = ready_pods(cluster_sandbox, cluster, NS, "web", 3)
+    ip = make_service(cluster, "web", "web")
+    eventually(lambda: len(nb_backends(cluster_sandbox, f"Service_{NS}/web_TCP")) == 3,
+               what="3 backends in NB")
+    seen = backends_seen(client, ip)
+    assert len(seen) == 30, f"only {len(seen)}/30 requests answered"
+    assert set(seen) == {p.name for p in pods}
+    udp = backends_seen(client, ip, 12, "udp")
+    assert udp and set(udp) <= {p.name for p in pods}
+
+
+def test_client_ip_affinity_sticks_to_one_backend(cluster_sandbox: Sandbox, cluster: Cluster,
+                                                  client: str) -> None:
+    ready_pods(cluster_sandbox, cluster, NS, "web", 3)
+    ip = make_service(cluster, "sticky", "web", sessionAffinity="ClientIP",
+                      sessionAffinityConfig={"clientIP": {"timeoutSeconds": 600}})
+    eventually(lambda: len(nb_backends(cluster_sandbox, f"Service_{NS}/sticky_TCP")) == 3,
+               what="3 backends in NB")
+    first = eventually(lambda: probe(client, ip, 80, timeout=1), 10, "a first answer")
+    seen = [probe(client, ip, 80, timeout=2) for _ in range(15)]
+    assert all(seen) and {s.split()[0] for s in seen} == {first.split()[0]}
+
+
+def test_scaling_moves_backends_within_2s_of_the_slice(cluster_sandbox: Sandbox,
+                                                       cluster: Cluster, client: str) -> None:
+    ready_pods(cluster_sandbox, cluster, NS, "web", 3)
+    lb = f"Service_{NS}/web_TCP"
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments/web"
+    for replicas in (5, 2, 3):
+        cluster.api.merge_patch(path, {"spec": {"replicas": replicas}})
+
+        def slice_ready(n: int = replicas) -> set[str] | None:
+            slices = cluster.api.get(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/"
+                                     "endpointslices", {"labelSelector":
+                                                        "kubernetes.io/service-name=web"})
+            ready = {a for s in slices["items"] for e in s.get("endpoints") or ()
+                     if (e.get("conditions") or {}).get("ready") for a in e["addresses"]}
+            return ready if len(ready) == n else None
+
+        ready = eventually(slice_ready, 60, f"EndpointSlice with {replicas} ready endpoints")
+        changed = time.monotonic()
+        eventually(lambda r=ready: {b.rsplit(":", 1)[0] for b in
+                                    nb_backends(cluster_sandbox, lb)} == r, 2,
+                   f"NB follows the slice to {replicas} backends within 2 s")
+        assert time.monotonic() - changed < 2
+    pods = ready_pods(cluster_sandbox, cluster, NS, "web", 3)
+    assert set(backends_seen(client, cluster.api.get(
+        f"/api/v1/namespaces/{NS}/services/web")["spec"]["clusterIP"])) == {p.name for p in pods}
+
+
+def test_a_pod_reaches_itself_through_its_service(cluster_sandbox: Sandbox,
+                                                  cluster: Cluster) -> None:
+    (solo,) = ready_pods(cluster_sandbox, cluster, NS, "solo", 1)
+    ip = make_service(cluster, "solo", "solo")
+    eventually(lambda: nb_backends(cluster_sandbox, f"Service_{NS}/solo_TCP"),
+               what="the backend in NB")
+    answer = eventually(lambda: probe(solo.netns, ip, 80, timeout=2), 10, "hairpin answer")
+    assert answer.split()[0] == solo.name
+
+
+def test_a_service_without_endpoints_refuses_in_under_a_second(cluster_sandbox: Sandbox,
+                                                               cluster: Cluster,
+                                                               client: str) -> None:
+    ip = make_service(cluster, "empty", "nobody")
+    eventually(lambda: subprocess.run(
+        ["ovn-nbctl", f"--db={cluster_sandbox.nb_remote}", "find", "Load_Balancer",
+         f'name="Service_{NS}/empty_TCP"'], capture_output=True, text=True).stdout,
+        what="the rejecting LB in NB")
+    with in_netns(client):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        sock.connect((ip, 80))
+    sock.close()
+    assert time.monotonic() - started < 1.0
