@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     from operators.main import run as run_operator
 
     config = ClusterConfig(default_cidr=args.default_cidr, join_cidr=args.join_cidr,
-                           service_cidr=args.service_cidr, mtu=args.mtu)
+                           service_cidr=args.service_cidr, mtu=args.mtu,
+                           service_dns=args.service_dns)
     try:
         return run_operator(args.nb, args.kubeconfig, config, args.resync)
     except NorthboundUnavailable as exc:
@@ -37,6 +38,10 @@ def register(subparsers: Any) -> None:
                         default=os.environ.get("KOVN_DEFAULT_CIDR", defaults.POD_CIDR))
     parser.add_argument("--join-cidr", default=defaults.JOIN_CIDR)
     parser.add_argument("--service-cidr", default=defaults.SERVICE_CIDR)
+    parser.add_argument("--service-dns", action="store_true",
+                        help="answer Service names (<svc>.<ns>.svc.cluster.local) from OVN's "
+                        "DNS table, with no DNS server; pods need the cluster DNS address "
+                        "(10th of the service range) as nameserver and the usual search path")
     parser.add_argument("--mtu", type=int, default=defaults.DEFAULT_MTU)
     parser.add_argument("--resync", type=float, default=60.0,
                         help="seconds between full reconciles (drift repair, GC)")

@@ -16,16 +16,25 @@ LOG = logging.getLogger("kovn.node")
 
 
 def run(args: argparse.Namespace) -> int:
+    from contract.gateway import ExternalNetwork
     from kube.client import KubeError
     from node.agent import Agent, AgentConfig
     from node.cni_server import ServerError
     from node.ovs import OvsError
 
+    external = None
+    if args.external_ip or args.external_gateway:
+        try:
+            external = ExternalNetwork(args.external_ip or "", args.external_gateway or "")
+        except ValueError as exc:
+            print(f"kovn node: --external-ip/--external-gateway: {exc}", file=sys.stderr)
+            return 2
     config = AgentConfig(
         node=args.node, kubeconfig=args.kubeconfig, ovs_db=args.ovs_db,
         sb_remote=args.sb_remote, encap_ip=args.encap_ip, datapath_type=args.datapath_type,
         socket=args.socket, annotation_timeout=args.annotation_timeout, bridge=args.bridge,
-        kube_netns=args.kube_netns or None, install_timeout=args.ovn_installed_timeout)
+        kube_netns=args.kube_netns or None, install_timeout=args.ovn_installed_timeout,
+        external=external, external_bridge=args.external_bridge)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -72,4 +81,14 @@ def register(subparsers: Any) -> None:
                         "a path such as /proc/PID/ns/net): for when the agent's own netns "
                         "cannot reach it, as in the sandbox (default $KOVN_KUBE_NETNS, else "
                         "the agent's netns)")
+    parser.add_argument("--external-ip", metavar="CIDR",
+                        help="this node's address on the external network, with its prefix "
+                        "length (e.g. 198.51.100.11/24): the gateway router GR_<node> owns "
+                        "it and pods of natOutgoing Subnets leave as it; published on the "
+                        "Node as kovn.io/external-ip (needs --external-gateway)")
+    parser.add_argument("--external-gateway", metavar="IP",
+                        help="the external network's next hop (kovn.io/external-gateway)")
+    parser.add_argument("--external-bridge", default="br-ex", metavar="BRIDGE",
+                        help="the OVS bridge holding the external uplink: with --external-ip "
+                        "the agent sets ovn-bridge-mappings=physnet:BRIDGE (default br-ex)")
     parser.set_defaults(func=run)

@@ -15,3 +15,8 @@ JOIN_CIDR = "100.64.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 # Pod and management port MTU: Geneve adds its header; with 1500 large TCP segments are lost.
 DEFAULT_MTU = 1400
+
+DNS_DOMAIN = "cluster.local"
+"""The cluster's DNS domain: Services are `<svc>.<ns>.svc.<domain>`."""
+DNS_IP_INDEX = 10
+"""The cluster DNS address is this offset into the service range (10.96.0.10), as usual."""

@@ -110,16 +110,31 @@ class PodNetwork(_Interface):
 
 @dataclass(frozen=True)
 class NodeNetwork(_Interface):
-    """`kovn.io/node-network`: the node's management port on the join switch. Its gateway is
-    the cluster router's join address: routes to pod subnets go via it."""
+    """`kovn.io/node-network`: the node's management port on the join switch (and the join
+    address of its gateway router). Its gateway is the cluster router's join address: routes
+    to pod subnets go via it."""
 
     logical_switch_port: str
     pod_subnets: tuple[str, ...] = ()
     mtu: int = DEFAULT_MTU
+    gateway_router_ip: str = ""
+    """The join address of the node's gateway router `GR_<node>` (the controller's record of
+    the allocation, so a restart keeps it); empty while the node has no gateway router.
+    Written only when set, so nodes without one keep their annotation unchanged."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gateway_router_ip:
+            network = ipaddress.ip_interface(self.ip).network
+            if ipaddress.ip_address(self.gateway_router_ip) not in network:
+                raise ValueError(f"gateway_router_ip {self.gateway_router_ip} is outside "
+                                 f"{network}")
 
     def encode(self) -> str:
         data = asdict(self)
         data["pod_subnets"] = list(self.pod_subnets)
+        if not self.gateway_router_ip:
+            del data["gateway_router_ip"]
         return _dump(data)
 
     @classmethod
@@ -128,7 +143,8 @@ class NodeNetwork(_Interface):
             ip=data["ip"], mac=data["mac"], gateway=data["gateway"],
             logical_switch_port=data["logical_switch_port"],
             pod_subnets=tuple(data.get("pod_subnets", ())),
-            mtu=int(data.get("mtu", DEFAULT_MTU))))
+            mtu=int(data.get("mtu", DEFAULT_MTU)),
+            gateway_router_ip=str(data.get("gateway_router_ip", ""))))
 
 
 def mac_from_ip(ip: str) -> str:

@@ -16,6 +16,14 @@ class ClusterConfig:
     join_cidr: str = defaults.JOIN_CIDR
     service_cidr: str = defaults.SERVICE_CIDR
     mtu: int = defaults.DEFAULT_MTU
+    service_dns: bool = False
+    """Publish Service names in OVN's DNS table (answered by ovn-controller, no DNS server)."""
+    dns_domain: str = defaults.DNS_DOMAIN
+
+    @property
+    def dns_ip(self) -> str:
+        """The nameserver pods are given: queries OVN does not answer go there."""
+        return str(ipaddress.IPv4Network(self.service_cidr)[defaults.DNS_IP_INDEX])
 
     @property
     def join_gateway(self) -> str:

@@ -17,13 +17,14 @@ Headless Services (`clusterIP: None`) and ExternalName Services create nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from northbound import names
-from northbound.rows import LoadBalancer, LoadBalancerGroup, Owner
+from northbound.rows import DNS, LoadBalancer, LoadBalancerGroup, LogicalSwitch, Owner
 
 HAIRPIN_SNAT_IP = "169.254.169.5"
 """The source a pod sees when it reaches itself through its own Service: one fixed
@@ -163,4 +164,39 @@ def load_balancers(service: Mapping[str, Any],
             protocol=protocol.lower(), vips=vips, options=options,
             selection_fields=selection,
             member_of=frozenset({LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)})))
+    if left_out:
+        shown = "; ".join(f"{o.address} {o.reason}" for o in
+                          sorted(left_out.values(), key=lambda o: o.address))
+        rows = [dataclasses.replace(r, extra_ids={names.LEFT_OUT_KEY: shown}) for r in rows]
     return ServiceRows(tuple(rows), tuple(left_out.values()), tuple(notes))
+
+
+def service_names(namespace: str, name: str, domain: str) -> tuple[str, ...]:
+    """The names a pod resolves the Service by, each answered in one query.
+
+    OVN answers only exact names, and glibc stops walking the search path at the first
+    query nobody answers (a timeout is TRY_AGAIN, not NXDOMAIN), so every form a user types
+    is a record of its own: `<svc>.<ns>.svc.<domain>`, `<svc>.<ns>.svc` and `<svc>.<ns>`
+    (asked as typed with `ndots:1`), while a bare `<svc>` becomes the full name through the
+    first entry of the pod's search path. `<svc>.<ns>` shadows a real domain of the same
+    name (a Service `example` in a namespace `com`), as it does in any cluster whose pods
+    search `svc.<domain>` first."""
+    return (f"{name}.{namespace}.svc.{domain}".lower(), f"{name}.{namespace}.svc".lower(),
+            f"{name}.{namespace}".lower())
+
+
+def dns_row(service: Mapping[str, Any], switches: Iterable[str], domain: str) -> DNS | None:
+    """The Service's names -> its cluster IPs, held by every pod switch (member side), so
+    ovn-controller answers them for every pod; None for headless/ExternalName Services."""
+    meta = service.get("metadata") or {}
+    ips = cluster_ips(service)
+    if not ips:
+        return None
+    key = f"{meta.get('namespace')}/{meta.get('name')}"
+    address = " ".join(ips)
+    return DNS(owner=service_owner(key), row_key=f"dns:{key}",
+               records={n: address for n in service_names(meta["namespace"], meta["name"],
+                                                          domain)},
+               member_of=frozenset(LogicalSwitch.membership(s, "dns_records")
+                                   for s in sorted(switches)))
+

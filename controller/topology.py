@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 
 from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
+from controller import gateway
 from controller.config import ClusterConfig
 from controller.subnets import SubnetSpec
 from northbound import names
@@ -56,8 +57,10 @@ def _router_link(owner: Owner, switch: str, gateway: str, prefixlen: int) -> lis
 
 
 def cluster_rows(config: ClusterConfig) -> list[NbRow]:
-    """The cluster router, the join switch linked to it, and the cluster LB group."""
+    """The cluster router, the join switch linked to it, the cluster LB group, and the
+    policy keeping traffic to the join and service ranges off the gateways."""
     return [
+        gateway.allow_policy(CLUSTER, (config.join_cidr, config.service_cidr)),
         LogicalRouter(owner=CLUSTER, name=names.CLUSTER_ROUTER),
         LogicalSwitch(owner=CLUSTER, name=names.JOIN_SWITCH,
                       other_config={"subnet": config.join_cidr}),
@@ -75,7 +78,8 @@ def subnet_rows(spec: SubnetSpec, config: ClusterConfig | None = None) -> list[N
     switch = LogicalSwitch(owner=owner, name=names.subnet_switch(spec.name),
                            other_config=other_config,
                            load_balancer_groups=frozenset({names.CLUSTER_LB_GROUP}))
-    rows = [switch, *_router_link(owner, switch.name, spec.gateway, spec.prefixlen)]
+    rows = [switch, *_router_link(owner, switch.name, spec.gateway, spec.prefixlen),
+            gateway.allow_policy(owner, (spec.cidr,))]  # pod to pod: never via a gateway
     if spec.private:
         rows += private_acls(spec, config or ClusterConfig())
     return rows
@@ -121,10 +125,12 @@ def pod_rows(pod_key: str, network: PodNetwork, node: str, uid: str) -> list[NbR
 
 
 def node_network(node: str, ip: str, config: ClusterConfig,
-                 pod_subnets: tuple[str, ...]) -> NodeNetwork:
+                 pod_subnets: tuple[str, ...], gateway_router_ip: str = "") -> NodeNetwork:
+    """The node's join addresses: its management port's and (with a gateway) its GR's."""
     return NodeNetwork(ip=f"{ip}/{config.join_prefixlen}", mac=mac_from_ip(ip),
                        gateway=config.join_gateway, logical_switch_port=names.node_port(node),
-                       pod_subnets=pod_subnets, mtu=config.mtu)
+                       pod_subnets=pod_subnets, mtu=config.mtu,
+                       gateway_router_ip=gateway_router_ip)
 
 
 def pod_network(pod_key: str, ip: str, mac: str | None, spec: SubnetSpec,
@@ -136,10 +142,15 @@ def pod_network(pod_key: str, ip: str, mac: str | None, spec: SubnetSpec,
 
 
 def default_subnet_object(config: ClusterConfig) -> dict:
-    """The Subnet custom resource the controller creates at start when it is missing."""
+    """The Subnet custom resource the controller creates at start when it is missing.
+
+    `natOutgoing: true`, as Kube-OVN's default subnet: pod addresses are private to the
+    cluster, so pods reach the outside as their node's external IP unless a Subnet says
+    its range is routed."""
     network = ipaddress.IPv4Network(config.default_cidr)
     return {
         "apiVersion": "kovn.io/v1", "kind": "Subnet",
         "metadata": {"name": config.default_subnet},
-        "spec": {"cidrBlock": str(network), "gateway": str(network[1]), "default": True},
+        "spec": {"cidrBlock": str(network), "gateway": str(network[1]), "default": True,
+                 "natOutgoing": True},
     }

@@ -4,6 +4,12 @@ Start-up order: Open_vSwitch (chassis external_ids, br-int), then the restart re
 pod ports removed, live ones untouched), then the CNI socket appears; from then on the Node's
 `kovn.io/node-network` annotation is polled and the management port kept in line with it.
 Stopping removes the socket and leaves every pod's port and veth as they are.
+
+With `--external-ip/--external-gateway` the agent also maps the physical network `physnet` to
+the external bridge (`ovn-bridge-mappings=physnet:br-ex`; the bridge and its uplink are the
+host's, set up like any OVS bridge) and publishes both values on its Node
+(contract/gateway.py), from which the controller builds the node's gateway router. Only the
+node knows its external address, as with ovn-kubernetes' node-side gateway annotation.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from contract import gateway
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from kube.client import KubeClient, KubeError, annotations, node_path
 from node.attach import Attachments, AttachSettings
@@ -41,6 +48,9 @@ class AgentConfig:
     kube_netns: str | None = None
     install_timeout: float = 30.0
     node_poll: float = 3.0
+    external: gateway.ExternalNetwork | None = None
+    """The node's external network, published on its Node for its gateway router."""
+    external_bridge: str = gateway.DEFAULT_EXTERNAL_BRIDGE
 
     @property
     def tx_off(self) -> bool:
@@ -48,9 +58,12 @@ class AgentConfig:
         return self.datapath_type == "netdev"
 
     def chassis_ids(self) -> dict[str, str]:
-        return {"system-id": self.node, "ovn-remote": self.sb_remote,
-                "ovn-encap-type": "geneve", "ovn-encap-ip": self.encap_ip,
-                "ovn-bridge-datapath-type": self.datapath_type}
+        ids = {"system-id": self.node, "ovn-remote": self.sb_remote,
+               "ovn-encap-type": "geneve", "ovn-encap-ip": self.encap_ip,
+               "ovn-bridge-datapath-type": self.datapath_type}
+        if self.external is not None:  # else any mappings set by hand stay as they are
+            ids["ovn-bridge-mappings"] = gateway.bridge_mappings(self.external_bridge)
+        return ids
 
 
 def connect_kube(kubeconfig: str | None, kube_netns: str | None = None) -> KubeClient:
@@ -127,6 +140,7 @@ class Agent:
             if node is None:
                 self._mgmt_problem(f"Node {self.config.node} does not exist (yet)")
                 return
+            self.publish_external(node)
             text = annotations(node).get(NODE_NETWORK)
             if not text:
                 self._mgmt_problem(f"Node {self.config.node} has no {NODE_NETWORK} annotation "
@@ -136,6 +150,23 @@ class Agent:
             self._last_mgmt_error = ""
         except (KubeError, ValueError, RuntimeError, OSError) as exc:
             self._mgmt_problem(f"management port: {exc}")
+
+    def publish_external(self, node: dict[str, Any]) -> None:
+        """Write the node's external network on its Node when the annotations differ."""
+        assert self.kube is not None
+        wanted = self.config.external.annotations() if self.config.external else {}
+        current = annotations(node)
+        if all(current.get(k) == v for k, v in wanted.items()):
+            return
+        try:
+            self.kube.merge_patch(node_path(self.config.node),
+                                  {"metadata": {"annotations": wanted}})
+        except KubeError as exc:  # the next poll tries again; the CNI keeps serving
+            self._mgmt_problem(f"publishing the external network on Node "
+                               f"{self.config.node}: {exc}")
+            return
+        LOG.info("published the external network on Node %s: %s", self.config.node,
+                 ", ".join(f"{k}={v}" for k, v in sorted(wanted.items())))
 
     def _mgmt_problem(self, message: str) -> None:
         if message != self._last_mgmt_error:  # say it once, not every poll

@@ -14,6 +14,7 @@ Each reference column is managed from one side only, fixed in this module's tabl
 - member side (`MEMBER_SIDE`): the member declares `member_of`; the container's row class has
   no field for the column. Load_Balancer_Group.load_balancer and Logical_Router.load_balancer:
   Services put their load balancers in the cluster group and on gateway routers.
+  Logical_Switch.dns_records: a Service's DNS row (its names) joins every pod switch.
 - container side (a "ref" field of the container row class): the container lists its kovn
   members and owns the column's kovn part. Port_Group.ports (a NetworkPolicy computes the pods
   it selects), Logical_Switch/Logical_Router.load_balancer_group (a Subnet's switch and a
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 MEMBER_SIDE: Mapping[tuple[str, str], str] = {
     ("Load_Balancer_Group", "load_balancer"): "Load_Balancer",
     ("Logical_Router", "load_balancer"): "Load_Balancer",
+    ("Logical_Switch", "dns_records"): "DNS",
 }
 """(container table, reference column) -> member table, for columns members declare.
 Every container table here must be an OVN-named table: apply() finds containers by name."""

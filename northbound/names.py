@@ -19,6 +19,8 @@ ROW_KEY = "kovn.io/key"
 """Identity of a row inside its table for rows OVN does not name (ACL, NAT, QoS, routes)."""
 POD_UID_KEY = "kovn.io/pod-uid"
 """UID of the pod a port belongs to, so a re-created pod of the same name is a new port."""
+LEFT_OUT_KEY = "kovn.io/left-out"
+"""On a Service's load balancers: endpoints that are not backends, and why (`kovn show`)."""
 OWNED_KEYS = (OWNER_TYPE_KEY, OWNER_KEY)
 
 
@@ -118,6 +120,32 @@ def gateway_router(node: str) -> str:
 def external_switch(node: str) -> str:
     """Per-node switch between the gateway router and the node's physical network."""
     return f"ext_{node}"
+
+
+# The gateway router's links, named as ovn-kubernetes names them (rtoj = router to join...).
+def gateway_join_port(node: str) -> str:
+    """`GR_<node>`'s router port on the join switch: `rtoj-GR_<node>`."""
+    return f"rtoj-{gateway_router(node)}"
+
+
+def join_gateway_port(node: str) -> str:
+    """The join switch's port facing `GR_<node>`: `jtor-GR_<node>`."""
+    return f"jtor-{gateway_router(node)}"
+
+
+def gateway_external_port(node: str) -> str:
+    """`GR_<node>`'s router port on its external switch, carrying the node's external IP."""
+    return f"rtoe-{gateway_router(node)}"
+
+
+def external_gateway_port(node: str) -> str:
+    """The external switch's port facing `GR_<node>`: `etor-GR_<node>`."""
+    return f"etor-{gateway_router(node)}"
+
+
+def localnet_port(node: str) -> str:
+    """The external switch's localnet port to the node's physical network: `ln-ext_<node>`."""
+    return f"ln-{external_switch(node)}"
 
 
 def load_balancer(namespace: str, service: str, protocol: str) -> str:

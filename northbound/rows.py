@@ -39,7 +39,7 @@ __all__ = [  # the row classes, and the rowbase/membership names callers import 
     "REFERENCES", "ROW_TYPES", "SCALAR", "SET", "TABLES", "AddressSet", "FieldSpec",
     "LoadBalancer", "LoadBalancerGroup", "LogicalRouter", "LogicalRouterPort", "LogicalSwitch",
     "LogicalSwitchPort", "Membership", "NbRow", "Owner", "ParentRef", "PortGroup", "QoS",
-    "StaticRoute", "SwitchACL", "column_kinds", "field_specs",
+    "RouterPolicy", "StaticRoute", "SwitchACL", "column_kinds", "field_specs",
 ]
 
 
@@ -100,6 +100,29 @@ class StaticRoute(NbRow):
     policy: str | None = _col(OPTIONAL, default=None)
     output_port: str | None = _col(OPTIONAL, default=None)
     options: Mapping[str, str] = _col(MAP, default={})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterPolicy(NbRow):
+    """A Logical_Router_Policy: runs after the routing decision and may override it
+    (`reroute` to `nexthops`), e.g. a node's pods leaving through that node's gateway."""
+
+    TABLE: ClassVar[str] = "Logical_Router_Policy"
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("router", "priority", "match")
+    row_key: str = field(default="", metadata={"kind": "key"})
+    router: str = _parent("Logical_Router", "policies")
+    priority: int = _col()
+    match: str = _col()
+    action: str = _col()
+    nexthops: tuple[str, ...] = _col(SET, default=())
+    options: Mapping[str, str] = _col(MAP, default={})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.priority <= 32767:
+            raise ValueError(f"router policy priority {self.priority} outside 0..32767")
+        if self.action not in ("allow", "drop", "reroute"):
+            raise ValueError(f"router policy action {self.action!r} is not allow|drop|reroute")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,9 +256,22 @@ class QoS(NbRow):
     action: Mapping[str, int] = _col(MAP, default={})
 
 
+@dataclass(frozen=True, kw_only=True)
+class DNS(NbRow):
+    """Names ovn-controller answers itself for the ports of the switches holding this row
+    (`Logical_Switch.dns_records`, member side): `records` maps a lowercase name to its
+    space-separated addresses. The table names nothing, so `row_key` identifies the row."""
+
+    TABLE: ClassVar[str] = "DNS"
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("row_key",)
+    row_key: str = field(default="", metadata={"kind": "key"})
+    records: Mapping[str, str] = _col(MAP, default={})
+
+
 ROW_TYPES: tuple[type[NbRow], ...] = (
-    LogicalSwitch, LogicalSwitchPort, LogicalRouter, LogicalRouterPort, StaticRoute, NAT,
-    LoadBalancer, LoadBalancerGroup, PortGroup, AddressSet, ACL, SwitchACL, QoS,
+    LogicalSwitch, LogicalSwitchPort, LogicalRouter, LogicalRouterPort, StaticRoute,
+    RouterPolicy, NAT, LoadBalancer, LoadBalancerGroup, PortGroup, AddressSet, ACL, SwitchACL,
+    QoS, DNS,
 )
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(t.TABLE for t in ROW_TYPES))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from northbound import names
 from northbound.apply import PlanCommand
 from northbound.connection import NbConnection
 from northbound.observe import owner_of
@@ -116,6 +117,10 @@ def _routers(tree: _Tree, tables: dict[str, Any]) -> None:
             table = f" table {route.route_table}" if route.route_table else ""
             head = f"route {route.ip_prefix} via {route.nexthop} ({policy}){table}"
             children.append(("Logical_Router_Static_Route", route, head, []))
+        for policy in sorted(lr.policies, key=lambda p: (-p.priority, p.match)):
+            hops = f" {', '.join(sorted(policy.nexthops))}" if policy.nexthops else ""
+            head = f'policy {policy.priority} "{policy.match}" {policy.action}{hops}'
+            children.append(("Logical_Router_Policy", policy, head, []))
         for nat in sorted(lr.nat, key=lambda n: (n.type, n.logical_ip)):
             head = f"nat {nat.type} {nat.external_ip} <-> {nat.logical_ip}"
             children.append(("NAT", nat, head, []))
@@ -123,17 +128,53 @@ def _routers(tree: _Tree, tables: dict[str, Any]) -> None:
         tree.block(0, "Logical_Router", lr, f"router {lr.name}", body, children)
 
 
+def _attachments(tables: dict[str, Any]) -> dict[Any, list[str]]:
+    """Load balancer (or group) uuid -> where it is attached: a Service's VIPs are served
+    wherever its load balancer, or a group holding it, is referenced."""
+    held: dict[Any, list[str]] = {}
+    for table, what in (("Logical_Switch", "switch"), ("Logical_Router", "router")):
+        for row in tables[table].rows.values():
+            for lb in row.load_balancer:
+                held.setdefault(lb.uuid, []).append(f"{what} {row.name}")
+            for group in row.load_balancer_group:
+                held.setdefault(group.uuid, []).append(f"{what} {row.name}")
+    for group in tables["Load_Balancer_Group"].rows.values():
+        users = len(held.get(group.uuid, ()))
+        for lb in group.load_balancer:
+            held.setdefault(lb.uuid, []).append(f"group {group.name} (on {users} datapaths)")
+    return held
+
+
 def _load_balancers(tree: _Tree, tables: dict[str, Any]) -> None:
+    attached = _attachments(tables)
     for lb in sorted(tables["Load_Balancer"].rows.values(), key=lambda r: r.name):
         proto = _opt(lb.protocol) or "tcp"
-        body = [f"{vip} -> {backends or '(no backends)'}" for vip, backends in
+        body = [f"{vip} -> {backends or '(no backends: rejected)'}" for vip, backends in
                 sorted(lb.vips.items())]
         body += [f"{k}: {v}" for k, v in sorted(lb.options.items())]
+        if lb.selection_fields:
+            body.append(f"selection_fields: {' '.join(sorted(lb.selection_fields))}")
+        body.append("attached to: " + (", ".join(sorted(attached.get(lb.uuid, ()))) or
+                                       "nothing (its VIPs answer nowhere)"))
+        left_out = lb.external_ids.get(names.LEFT_OUT_KEY)
+        if left_out:
+            body.append(f"left out: {left_out}")
         tree.block(0, "Load_Balancer", lb, f"load balancer {lb.name} ({proto})", body, [])
     for group in sorted(tables["Load_Balancer_Group"].rows.values(), key=lambda r: r.name):
-        body = [f"members: {len(group.load_balancer)}"]
+        body = [f"members: {len(group.load_balancer)}",
+                "on: " + (", ".join(sorted(attached.get(group.uuid, ()))) or "nothing")]
         tree.block(0, "Load_Balancer_Group", group, f"load balancer group {group.name}", body,
                    [])
+    on_switch: dict[Any, list[str]] = {}
+    for ls in tables["Logical_Switch"].rows.values():
+        for record in ls.dns_records:
+            on_switch.setdefault(record.uuid, []).append(ls.name)
+    for dns in sorted(tables["DNS"].rows.values(),
+                      key=lambda r: r.external_ids.get(names.ROW_KEY, str(r.uuid))):
+        body = [f"{name} -> {address}" for name, address in sorted(dns.records.items())]
+        body.append("answered on switches: " + (", ".join(sorted(on_switch.get(dns.uuid, ())))
+                                                or "none"))
+        tree.block(0, "DNS", dns, "dns records", body, [])
 
 
 def _policy(tree: _Tree, tables: dict[str, Any]) -> None:

@@ -1,12 +1,31 @@
-"""Nodes: a management port on the join switch per node, its address in an annotation."""
+"""Nodes: a management port on the join switch per node and, for a node that publishes its
+external network, a gateway router (controller/gateway.py); both join addresses recorded in
+the Node's `kovn.io/node-network` annotation.
+
+The node's rows depend on the serving Subnets (routes, SNAT, the egress policy's match), so
+operators/subnets.py dirties every node when their CIDRs or natOutgoing flags change. The
+external network comes from the Node's `kovn.io/external-ip` / `kovn.io/external-gateway`
+annotations (contract/gateway.py), which the node agent writes. A malformed or overlapping
+one is reported as an Event on the Node, and the node is served without a gateway router:
+its management port stays, and its pods leave through the other nodes' gateways (the ECMP
+default route on ovn-cluster), rather than the whole node being set aside for an optional
+feature.
+
+Ordering, as for pods: the rows are committed first, the annotation written after, so a
+recorded address is always one NB has. A crash in between leaves rows with an address no
+annotation records; the restarted controller allocates again and its full reconcile
+rewrites those rows.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from contract import gateway as external_network
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
-from controller import topology
-from controller.ipam import IPAMError
+from controller import gateway, topology
+from controller.ipam import IPAMError, Pool
+from northbound import names
 from operators.kubeapi import KubeError, node_path
 from operators.state import JOIN_POOL, Batch, State
 
@@ -17,6 +36,12 @@ def ensure_join_pool(state: State) -> None:
     if JOIN_POOL not in state.ipam.pools:
         config = state.config
         state.ipam.set_pool(JOIN_POOL, config.join_cidr, config.join_gateway)
+
+
+def gateway_key(node: str) -> str:
+    """The join pool owner of a node's GR address: `GR_<node>`, which no node name can be
+    ('_' and capitals are not valid in Kubernetes names)."""
+    return names.gateway_router(node)
 
 
 def recorded(obj: dict) -> NodeNetwork | None:
@@ -31,14 +56,41 @@ def recorded(obj: dict) -> NodeNetwork | None:
 
 
 def restore(state: State, name: str, obj: dict) -> None:
-    """At start: re-take the join address a Node's annotation records."""
+    """At start: re-take the join addresses a Node's annotation records."""
     ensure_join_pool(state)
     previous = recorded(obj)
-    if previous:
+    if previous is None:
+        return
+    for owner, ip in ((name, previous.address), (gateway_key(name), previous.gateway_router_ip)):
+        if not ip:
+            continue
         try:
-            state.ipam.pool(JOIN_POOL).restore(name, previous.address)
+            state.ipam.pool(JOIN_POOL).restore(owner, ip)
         except IPAMError as exc:  # the node gets a fresh address in its sync
             LOG.warning("node %s: %s", name, exc)
+
+
+def _allocate(pool: Pool, owner: str, previous: str) -> str:
+    try:
+        return pool.allocate(owner, previous or None)
+    except IPAMError:
+        return pool.allocate(owner)  # the recorded one is taken or gone: a fresh one
+
+
+def _external(state: State, name: str, obj: dict) -> external_network.ExternalNetwork | None:
+    """The node's external network, or None (none published, or unusable: reported)."""
+    key = f"node/{name}/gateway"
+    try:
+        found = external_network.from_annotations(obj["metadata"].get("annotations") or {})
+        if found is not None:
+            gateway.check(name, found, state.subnets.values(), state.config)
+    except ValueError as exc:
+        state.report(key, obj, "InvalidExternalNetwork",
+                     f"no gateway router for this node: {exc} (its pods leave through the "
+                     "other nodes' gateways)")
+        return None
+    state.resolved(key)
+    return found
 
 
 def sync_node(state: State, batch: Batch, name: str) -> None:
@@ -49,16 +101,25 @@ def sync_node(state: State, batch: Batch, name: str) -> None:
     if obj is None:
         state.written.pop(("nodes", name), None)
         pool.release(name)
+        pool.release(gateway_key(name))
         batch.rows[owner] = []
         return
     previous = recorded(obj)
-    try:
-        ip = pool.allocate(name, previous.address if previous else None)
-    except IPAMError:
-        ip = pool.allocate(name)  # the recorded one is taken or gone: a fresh one
-    subnets = tuple(sorted(s.cidr for s in state.subnets.values()))
-    network = topology.node_network(name, ip, state.config, subnets)
-    batch.rows[owner] = topology.node_rows(name, network)
+    ip = _allocate(pool, name, previous.address if previous else "")
+    external = _external(state, name, obj)
+    gr_ip = ""
+    if external is None:
+        pool.release(gateway_key(name))
+    else:
+        gr_ip = _allocate(pool, gateway_key(name), previous.gateway_router_ip if previous else "")
+    serving = tuple(state.subnets.values())
+    subnets = tuple(sorted(s.cidr for s in serving))
+    network = topology.node_network(name, ip, state.config, subnets, gr_ip)
+    rows = topology.node_rows(name, network)
+    if external is not None:
+        rows += gateway.gateway_rows(gateway.Gateway(name, gr_ip, external, serving),
+                                     state.config)
+    batch.rows[owner] = rows
     encoded = network.encode()
     if obj["metadata"].get("annotations", {}).get(NODE_NETWORK) == encoded:
         return

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from controller import services
+from northbound import names
+from operators.cache import Dirty
 from operators.selection import SERVICE_INDEX
 from operators.state import Batch, State
 
@@ -31,4 +33,16 @@ def sync_service(state: State, batch: Batch, key: str) -> None:
     result = services.load_balancers(obj, slices_of(state, key))
     for note in result.notes:
         state.report(f"service-note/{key}", obj, "ServiceNote", note, kind="Normal")
-    batch.rows[owner] = list(result.rows)
+    rows: list = list(result.rows)
+    if state.config.service_dns:
+        dns = services.dns_row(obj, [names.subnet_switch(s) for s in state.subnets],
+                               state.config.dns_domain)
+        if dns is not None:
+            rows.append(dns)
+    batch.rows[owner] = rows
+
+
+def follow_subnets(state: State, dirty: Dirty) -> None:
+    """Service names are held by every pod switch: a new or removed switch moves them all."""
+    if state.config.service_dns:
+        dirty.of("services").update(state.cache.snapshot("services"))

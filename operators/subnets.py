@@ -31,6 +31,7 @@ from controller.subnets import (
     validate,
 )
 from northbound import names
+from operators import services
 from operators.cache import Dirty
 from operators.kubeapi import KubeError, now_rfc3339, subnet_path
 from operators.pods import recorded, wants_port
@@ -164,10 +165,18 @@ def sync_kind(state: State, batch: Batch, dirty: Dirty, full: bool) -> None:
     a change of the serving set moves the nodes' routes and may free waiting pods."""
     if not (dirty.get("subnets") or full):
         return
+    nat = _nat_outgoing(state)
     if sync_subnets(state, batch):
         state.pod_memo.clear()  # pools may have moved under the pods
         dirty.of("nodes").update(state.cache.snapshot("nodes"))  # their routes list subnets
+        services.follow_subnets(state, dirty)
+    if _nat_outgoing(state) != nat:  # the gateway routers' SNAT rows follow natOutgoing
+        dirty.of("nodes").update(state.cache.snapshot("nodes"))
     dirty.of("pods").update(state.waiting)
+
+
+def _nat_outgoing(state: State) -> frozenset[str]:
+    return frozenset(n for n, s in state.subnets.items() if s.nat_outgoing)
 
 
 def _finish_deletion(state: State, batch: Batch, obj: dict[str, Any]) -> None:

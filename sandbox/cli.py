@@ -77,18 +77,22 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=_guarded(cmd_demo))
 
     exec_ = actions.add_parser(
-        "exec", help="run a command inside a pod's network namespace",
+        "exec", help="run a command inside a pod's (or the outside's, or a node's) network "
+        "namespace",
         description="Run COMMAND inside the network namespace of a pod the sandbox kubelets "
-        "run, e.g. `kovn sandbox exec demo/web-1 -- ping -c1 10.16.0.7`.")
+        "run, e.g. `kovn sandbox exec demo/web-1 -- ping -c1 10.16.0.7`; `outside` is the "
+        "namespace beyond the gateway routers (198.51.100.1, the internet's client), `node1` "
+        "a node's host namespace.")
     _add_state_dir(exec_)
-    exec_.add_argument("pod", metavar="NAMESPACE/POD")
+    exec_.add_argument("pod", metavar="NAMESPACE/POD|outside|NODE")
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     exec_.set_defaults(func=_guarded(cmd_exec))
 
     probe = actions.add_parser(
-        "probe", help="connect from a pod to HOST PORT and print what answered")
+        "probe", help="connect from a pod (or outside, or a node) to HOST PORT and print what "
+        "answered")
     _add_state_dir(probe)
-    probe.add_argument("pod", metavar="NAMESPACE/POD")
+    probe.add_argument("pod", metavar="NAMESPACE/POD|outside|NODE")
     probe.add_argument("host")
     probe.add_argument("port", type=_any_port)
     probe.add_argument("proto", nargs="?", choices=("tcp", "udp"), default="tcp")
@@ -170,9 +174,14 @@ def _pod_netns(args: argparse.Namespace) -> str:
     from sandbox.podruntime import find_record
 
     namespace, sep, name = args.pod.partition("/")
-    if not sep or not namespace or not name:
-        raise SandboxError(f"name the pod as NAMESPACE/POD, got {args.pod!r}")
     sandbox = Sandbox.load(args.state_dir)
+    if not sep and args.pod == "outside":
+        return sandbox.config.outside_netns
+    if not sep and args.pod in {n.name for n in sandbox.nodes}:
+        return sandbox.node(args.pod).netns
+    if not sep or not namespace or not name:
+        raise SandboxError(f"name a pod as NAMESPACE/POD, or `outside`, or a node "
+                           f"({', '.join(n.name for n in sandbox.nodes)}); got {args.pod!r}")
     record = find_record(sandbox.kubelet_states(), namespace, name)
     if record is None:
         raise SandboxError(f"no running pod {args.pod} on the nodes of {args.state_dir} "
@@ -230,8 +239,11 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"    {d['name']:<{width}}  {state:<7}  pid {d['pid']:<7}  log {d['log']}")
     lines.append("  nodes:")
     for n in status["nodes"]:
-        lines.append(f"    {n['name']}  netns {n['netns']}  underlay {n['underlay_ip']}  "
-                     f"ovs {n['ovs_remote']}")
+        external = f"  external {n['external_ip']}" if n.get("external_ip") else ""
+        lines.append(f"    {n['name']}  netns {n['netns']}  underlay {n['underlay_ip']}"
+                     f"{external}  ovs {n['ovs_remote']}")
+    if status["nodes"]:
+        lines.append(f"  outside: netns {status['prefix']}-outside (exec outside -- CMD)")
     if status["blackholes"]:
         lines.append(f"  blackhole routes: {', '.join(status['blackholes'])}")
     kube = status.get("kube")

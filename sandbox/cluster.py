@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, netns, procs, workloads
+from sandbox import central, kube, leftovers, netns, outside, procs, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -144,14 +144,19 @@ class Sandbox:
         tcp = f" ({self.nb_tcp_remote})" if self.nb_tcp_remote else ""
         progress(f"central: NB {self.nb_remote}{tcp}, SB {self.sb_remote}")
         create_underlay(self.config)
+        outside.create_outside(self.config)
         for node in self.nodes:
             start_node(self.config, node, self.sb_remote, self._record)
+            outside.plug_node(self.config, node)
+        outside.route_back(self.config, self.nodes)
+        outside.start_server(self.config, self._record)
         self.wait_chassis()
         wait_tunnels(self.nodes)
         warm_underlay(self.nodes)
         for node in self.nodes:
             progress(f"{node.name}: netns {node.netns}, underlay {node.underlay_ip}, "
                      "chassis registered")
+        progress(outside.describe(self.config, self.nodes))
         if pki is None:
             return
         start = None
@@ -167,6 +172,8 @@ class Sandbox:
             self.wait_agents()
             progress(f"pods: node agents and kubelets ready on {len(self.nodes)} nodes "
                      f"(CNI conf {workloads.cni_conf(self.nodes[0])}, ...)")
+            progress(outside.wait_gateways(self.config, self.nodes))
+            progress(workloads.wait_relays(self.config, self.nodes, self._daemons))
 
     def wait_agents(self, timeout: float = 60) -> None:
         """Wait until every node agent serves CNI (needs a controller annotating the Nodes)."""
@@ -383,4 +390,5 @@ def _read_state(state_dir: Path) -> dict[str, Any] | None:
 
 def _node_json(node: SandboxNode) -> dict[str, str]:
     return {"name": node.name, "netns": node.netns, "dir": str(node.dir),
-            "ovs_remote": node.ovs_remote, "underlay_ip": node.underlay_ip}
+            "ovs_remote": node.ovs_remote, "underlay_ip": node.underlay_ip,
+            "external_ip": node.external_ip}

@@ -18,8 +18,12 @@ from contract import defaults
 # The machine's own eth0 sits in 192.0.2.0/24, so the underlay uses TEST-NET-3 instead.
 DEFAULT_STATE_DIR = Path("/tmp/kovn-sandbox")
 STATE_DIR_ENV = "KOVN_SANDBOX_DIR"
-# Node i's underlay address is host number FIRST_NODE_HOST + i of the underlay CIDR.
+# Node i's underlay address is host number FIRST_NODE_HOST + i of the underlay CIDR, and its
+# gateway router's external address the same host number of the outside CIDR.
 FIRST_NODE_HOST = 10
+# The "outside" network beyond the gateway routers (sandbox/outside.py); its first address is
+# the outside's router and client.
+OUTSIDE_CIDR = "198.51.100.0/24"
 
 
 def default_state_dir() -> Path:
@@ -39,6 +43,7 @@ class SandboxConfig:
     nodes: int = 2
     prefix: str = "kovn"
     underlay_cidr: str = "203.0.113.0/24"
+    outside_cidr: str = OUTSIDE_CIDR
     nb_tcp_port: int | None = 6641
     # The Kubernetes control plane (etcd, apiserver, controller-manager, scheduler) and the
     # node heartbeat; False starts only OVN. Ports are on 127.0.0.1; 0 picks a free one at
@@ -55,7 +60,7 @@ class SandboxConfig:
     # wait for the agents (a test running its own controller calls Sandbox.wait_agents).
     workloads: bool = True
     blackhole_ranges: tuple[str, ...] = (
-        "198.51.100.0/24",
+        OUTSIDE_CIDR,
         defaults.JOIN_CIDR,
         defaults.POD_CIDR,
         defaults.SERVICE_CIDR,
@@ -72,6 +77,9 @@ class SandboxConfig:
         net = ipaddress.ip_network(self.underlay_cidr)
         if FIRST_NODE_HOST + self.nodes >= net.num_addresses - 1:
             raise ValueError(f"{self.underlay_cidr} is too small for {self.nodes} nodes")
+        outside = ipaddress.ip_network(self.outside_cidr)
+        if FIRST_NODE_HOST + self.nodes >= outside.num_addresses - 1:
+            raise ValueError(f"{self.outside_cidr} is too small for {self.nodes} nodes")
         if self.nb_tcp_port is not None and not 0 < self.nb_tcp_port < 65536:
             raise ValueError(f"nb_tcp_port must be 1..65535 or None, got {self.nb_tcp_port}")
         for cidr in self.blackhole_ranges:
@@ -118,6 +126,25 @@ class SandboxConfig:
     @property
     def underlay_prefixlen(self) -> int:
         return ipaddress.ip_network(self.underlay_cidr).prefixlen
+
+    @property
+    def outside_netns(self) -> str:
+        """The netns playing the internet beyond the nodes' gateway routers."""
+        return f"{self.prefix}-outside"
+
+    @property
+    def outside_gateway(self) -> str:
+        """The outside's own address: the gateway routers' next hop, and the client."""
+        return str(ipaddress.ip_network(self.outside_cidr).network_address + 1)
+
+    @property
+    def outside_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.outside_cidr).prefixlen
+
+    def external_ip(self, index: int) -> str:
+        """Node `index`'s external address (owned by its gateway router; no prefix)."""
+        net = ipaddress.ip_network(self.outside_cidr)
+        return str(net.network_address + FIRST_NODE_HOST + index)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -5,7 +5,9 @@ over the nodes), waits until the pods are Ready (the sandbox kubelets ran the CN
 the readiness probes), then measures from inside every pod's network namespace: ping and TCP
 to every other pod (the server answers with its name and the client address it saw, so NAT
 would show), and from every node's own namespace to its pods. It prints the pods, the
-matrix and `kovn show`.
+matrix and `kovn show`. Then every pod reaches the outside namespace's server (the internet
+beyond the gateway routers), which answers with the source it saw: the pod's own node's
+external IP, since the default Subnet has natOutgoing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from kube.client import KubeClient
-from sandbox import kube
+from sandbox import kube, outside
 from sandbox.cluster import Sandbox
 from sandbox.podruntime import find_record
 from sandbox.probe import ping, probe
@@ -161,6 +163,7 @@ def run_kube_demo(sandbox: Sandbox, out: Callable[[str], None] = print,
         f"(ping = ICMP echo; tcp = the pod's server answered on :{PORT}; rows are pods by "
         "name suffix, then each node's own namespace to the pods it runs):")
     out(format_matrix(pods, list(nodes), results))
+    egress = measure_egress(sandbox, pods)
     with NbConnection(sandbox.nb_remote) as nb:
         out("\nkovn show:\n" + show_text(nb))
     ip_of = {p.name: p.ip for p in pods}
@@ -170,5 +173,22 @@ def run_kube_demo(sandbox: Sandbox, out: Callable[[str], None] = print,
     node_ok = sum(r.ping and bool(r.tcp) for r in node_paths)
     out(f"\n{pod_ok}/{len(pod_pairs)} pod pairs reach each other (ping and TCP, the server "
         f"saw the client's pod IP: no NAT); {node_ok}/{len(node_paths)} node -> own pod paths")
-    out(f"explore: kovn sandbox exec {NAMESPACE}/{pods[0].name} -- ping -c1 {pods[-1].ip}")
-    return 0 if pod_ok == len(pod_pairs) and node_ok == len(node_paths) else 1
+    external = {n.name: n.external_ip for n in sandbox.nodes}
+    egress_ok = sum(seen == external[p.node] for p, seen in egress)
+    out(f"{egress_ok}/{len(pods)} pods reach the outside {sandbox.config.outside_gateway} as "
+        f"their own node's external IP (" + ", ".join(
+            f"{p.label}: {seen or 'no answer'}" for p, seen in egress) + ")")
+    out(f"explore: kovn sandbox exec {NAMESPACE}/{pods[0].name} -- ping -c1 {pods[-1].ip}; "
+        f"kovn sandbox exec outside -- ping -c1 {sandbox.nodes[0].external_ip}")
+    return 0 if pod_ok == len(pod_pairs) and node_ok == len(node_paths) and \
+        egress_ok == len(pods) else 1
+
+
+def measure_egress(sandbox: Sandbox, pods: list[DemoPod]) -> list[tuple[DemoPod, str | None]]:
+    """Each pod to the outside's server: the source address it saw (None: no answer)."""
+    def one(pod: DemoPod) -> tuple[DemoPod, str | None]:
+        answer = probe(pod.netns, sandbox.config.outside_gateway, outside.SERVER_PORT)
+        return pod, answer.split()[-1] if answer else None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, pods))

@@ -7,7 +7,8 @@ $KOVN_K8S_BIN. Files in the state dir: pki/ (sandbox.kube_pki), kubeconfig (admi
 kube/<component>.kubeconfig, kube/etcd (data), <component>.log and .pid.
 
 The Nodes are kept Ready by the sandbox kubelets when pods run (sandbox.workloads), else by
-the heartbeat daemon (sandbox.heartbeat).
+the heartbeat daemon (sandbox.heartbeat). Pods reach the API server as the `kubernetes`
+Service through a relay on every node (sandbox.apirelay), which also publishes its endpoints.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def start_control_plane(config: SandboxConfig, record: Record) -> Pki:
         f"--tls-cert-file={pki.cert('apiserver')}",
         f"--tls-private-key-file={pki.key('apiserver')}",
         "--bind-address=127.0.0.1", f"--secure-port={config.apiserver_port}",
-        # The `kubernetes` Service gets no endpoints: 127.0.0.1 is not a valid one, and any
-        # other address would be the machine's, which pods must not reach.
+        # No endpoints of the `kubernetes` Service from the API server: 127.0.0.1 is not a
+        # valid one, and any other address would be the machine's, which pods must not
+        # reach. Each node's relay publishes its own instead (sandbox.apirelay).
         "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
         f"--etcd-servers={etcd}",
         f"--client-ca-file={pki.ca}",
@@ -193,7 +195,7 @@ def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> p
     d = config.state_dir
     kc = str(kubeconfig(config))
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-            "--kubeconfig", kc]
+            "--kubeconfig", kc, "--service-dns"]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
                                 env=python_env(), cwd=REPO)

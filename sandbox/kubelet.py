@@ -82,7 +82,7 @@ class Kubelet:
         self.store = PodStore(args.state)
         self.runtime = Runtime(RuntimeConfig(
             node_netns=args.node_netns, node_ip=args.node_ip, prefix=args.prefix,
-            cni_conf=args.cni_conf, cni_bin=args.cni_bin), self.store)
+            cni_conf=args.cni_conf, cni_bin=args.cni_bin, dns_ip=args.dns_ip), self.store)
         self.lock = threading.Lock()
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> latest Pod seen
         self.records: dict[str, PodRecord] = self.store.load_all()
@@ -342,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cni-bin", type=Path, required=True, help="CNI_PATH")
     parser.add_argument("--state", type=Path, required=True, help="pod records and ADD log")
     parser.add_argument("--prefix", required=True, help="the sandbox's netns prefix")
+    parser.add_argument("--dns-ip", default="", help="cluster DNS address written to each "
+                        "pod's /etc/netns/<netns>/resolv.conf (none: not written)")
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--pidfile", type=Path,
                         help="written by the sandbox; identifies this process")

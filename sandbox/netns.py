@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from sandbox import resolvconf
 from sandbox.procs import run
 
 
@@ -51,7 +52,9 @@ def netns_add(name: str) -> None:
 
 
 def netns_delete(name: str) -> bool:
-    """Delete a netns if it exists; True if it did. Its veth ends vanish with it."""
+    """Delete a netns if it exists; True if it did. Its veth ends vanish with it, and so do
+    its /etc/netns files (a pod's resolv.conf)."""
+    resolvconf.remove(name)
     if name not in netns_list():
         return False
     ip("netns", "delete", name)
@@ -65,8 +68,9 @@ def netns_pids(name: str) -> list[int]:
 
 
 def sandbox_netns(prefix: str) -> list[str]:
-    """Existing netns that belong to a sandbox with this prefix (nodes, underlay, pods)."""
-    pattern = re.compile(rf"^{re.escape(prefix)}-(node\d+|underlay|p-.+)$")
+    """Existing netns that belong to a sandbox with this prefix (nodes, underlay, outside,
+    pods)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}-(node\d+|underlay|outside|p-.+)$")
     return [name for name in netns_list() if pattern.match(name)]
 
 

@@ -33,6 +33,7 @@ class SandboxNode:
     dir: Path  # state_dir/"node1": its db, sockets, pidfiles, logs and OVS run dir
     ovs_remote: str  # "unix:<dir>/db.sock"
     underlay_ip: str  # "203.0.113.11"
+    external_ip: str = ""  # "198.51.100.11": its gateway router's, on the outside network
 
 
 def make_node(config: SandboxConfig, index: int) -> SandboxNode:
@@ -45,6 +46,7 @@ def make_node(config: SandboxConfig, index: int) -> SandboxNode:
         dir=node_dir,
         ovs_remote=f"unix:{node_dir / 'db.sock'}",
         underlay_ip=config.underlay_ip(index),
+        external_ip=config.external_ip(index),
     )
 
 

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract import defaults
 from node.netns import in_netns
-from sandbox import cni, podstatus
+from sandbox import cni, podstatus, resolvconf
 from sandbox.errors import SandboxError
 from sandbox.netns import netns_add, netns_delete
 from sandbox.serve_hostname import HostnameServers, listen, sctp_supported
@@ -122,6 +123,8 @@ class RuntimeConfig:
     prefix: str  # the sandbox's netns prefix
     cni_conf: Path  # the conflist
     cni_bin: Path
+    dns_ip: str = ""  # the cluster DNS address for pods' resolv.conf ("": none written)
+    dns_domain: str = defaults.DNS_DOMAIN
 
 
 class Runtime:
@@ -152,6 +155,9 @@ class Runtime:
         if not host:
             netns_delete(netns)  # a leftover of a crash between creating it and recording
             netns_add(netns)
+            if self.config.dns_ip:
+                resolvconf.write(netns, meta["namespace"], self.config.dns_ip,
+                                 self.config.dns_domain)
         return record
 
     def add_network(self, record: PodRecord) -> None:

@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--udp", type=int, action="append", default=[])
     parser.add_argument("--sctp", type=int, action="append", default=[])
     parser.add_argument("--bind", default="")
+    parser.add_argument("--pidfile", help="write the pid here (and be known by it)")
     args = parser.parse_args(argv)
+    if args.pidfile:
+        with open(args.pidfile, "w") as out:
+            out.write(f"{os.getpid()}\n")
     wanted = [(p, "TCP") for p in args.tcp] + [(p, "UDP") for p in args.udp]
     wanted += [(p, "SCTP") for p in args.sctp]
     servers = HostnameServers()

@@ -1,11 +1,13 @@
 """What makes pods really run in the sandbox: per node a kovn node agent (`kovn node`, in the
-node's netns) and a sandbox kubelet, plus the CNI configuration a runtime would read.
+node's netns), a sandbox kubelet and the relay that makes the API server reachable from pods
+as the `kubernetes` Service (sandbox.apirelay), plus the CNI configuration a runtime would read.
 
 Files per node, in its directory D: cni/net.d/10-kovn.conflist, cni/bin/kovn-cni (a link to
 the installed plugin), cni.sock (the agent's), kubelet/ (pod records, ADD log), agent.log,
-kubelet.log. The API server listens on the machine's loopback, which a node netns does not
-have: agents reach it through `--kube-netns <prefix>-host`, a name the sandbox gives to the
-root network namespace (`ip netns attach`; /proc/1/ns/net is not always readable).
+kubelet.log, apirelay.log. The API server listens on the machine's loopback, which a node
+netns does not have: agents reach it through `--kube-netns <prefix>-host`, a name the
+sandbox gives to the root network namespace (`ip netns attach`; /proc/1/ns/net is not always
+readable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sandbox import procs
+from controller.config import ClusterConfig
+from kube.client import KubeClient
+from sandbox import apirelay, outside, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube import REPO, kubeconfig, python_env
@@ -81,7 +85,7 @@ def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list
             "--kubeconfig", str(kubeconfig(config)), "--ovs-db", node.ovs_remote,
             "--sb-remote", sb_remote, "--encap-ip", node.underlay_ip,
             "--datapath-type", "netdev", "--socket", str(agent_socket(node)),
-            "--kube-netns", config.host_netns]
+            "--kube-netns", config.host_netns, *outside.agent_args(config, node)]
 
 
 def start_agent(config: SandboxConfig, node: SandboxNode, sb_remote: str,
@@ -100,9 +104,20 @@ def start_kubelet(config: SandboxConfig, node: SandboxNode, record: Record) -> N
             "--node", node.name, "--node-ip", node.underlay_ip, "--node-netns", node.netns,
             "--kubeconfig", str(kubeconfig(config)), "--cni-conf", str(cni_conf(node)),
             "--cni-bin", str(cni_bin(node)), "--state", str(kubelet_state(node)),
-            "--prefix", config.prefix]
+            "--prefix", config.prefix, "--dns-ip", ClusterConfig().dns_ip]
     record(procs.spawn_daemon(f"{node.name}/kubelet", argv, pidfile=pidfile,
                               log=node.dir / "kubelet.log", env=python_env(), cwd=REPO))
+
+
+def start_relay(config: SandboxConfig, node: SandboxNode, record: Record) -> None:
+    """The node's relay to the API server, which pods reach as the `kubernetes` Service
+    (sandbox.apirelay); it runs in the root netns and listens in the node's."""
+    pidfile = node.dir / "apirelay.pid"
+    argv = [sys.executable, "-m", "sandbox.apirelay", f"--pidfile={pidfile}",
+            "--node", node.name, "--node-netns", node.netns,
+            "--kubeconfig", str(kubeconfig(config))]
+    record(procs.spawn_daemon(f"{node.name}/apirelay", argv, pidfile=pidfile,
+                              log=node.dir / "apirelay.log", env=python_env(), cwd=REPO))
 
 
 def name_host_netns(config: SandboxConfig) -> None:
@@ -123,6 +138,7 @@ def start_workloads(config: SandboxConfig, nodes: list[SandboxNode], sb_remote: 
         write_cni_files(node, plugin)
         start_kubelet(config, node, record)
         start_agent(config, node, sb_remote, record)
+        start_relay(config, node, record)
     return [str(n.dir / "kubelet.log") for n in nodes]
 
 
@@ -150,3 +166,35 @@ def wait_agents(nodes: Iterable[SandboxNode], daemons: Iterable[procs.Daemon],
                     f"{node.name}'s agent does not serve {agent_socket(node)} with {MGMT_PORT} "
                     f"up after {timeout:.0f}s; see {node.dir / 'agent.log'}")
             time.sleep(0.1)
+
+
+def wait_relays(config: SandboxConfig, nodes: Iterable[SandboxNode],
+                daemons: Iterable[procs.Daemon], timeout: float = 30) -> str:
+    """Wait until every node's relay has published its join address as an endpoint of
+    `default/kubernetes` (it needs the node's kovn.io/node-network); a line saying so."""
+    watched = [d for d in daemons if d.name.endswith("/apirelay")]
+    logs = {n.name: n.dir / "apirelay.log" for n in nodes}
+    names = list(logs)
+    api = KubeClient(kubeconfig(config), pool_size=1, timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            found = {e.get("nodeName"): e["addresses"][0]
+                     for e in (api.get_or_none(apirelay.SLICE_PATH) or {}).get("endpoints") or ()
+                     if e.get("addresses")}
+            if set(names) <= found.keys():
+                ip = api.get(apirelay.SERVICE_PATH)["spec"]["clusterIP"]
+                return (f"kube: Service default/kubernetes {ip}:443 -> " + ", ".join(
+                    f"{found[n]}:{apirelay.RELAY_PORT}" for n in names) +
+                    " (each node's API relay, on its ovn0)")
+            for daemon in watched:
+                if procs.live_pid(daemon) is None:
+                    raise SandboxError(f"{daemon.name} exited; see {daemon.log}")
+            if time.monotonic() > deadline:
+                missing = [n for n in names if n not in found]
+                raise SandboxTimeout(
+                    f"the API relays of {', '.join(missing)} published no endpoint of "
+                    f"default/kubernetes after {timeout:.0f}s; see {logs[missing[0]]}")
+            time.sleep(0.1)
+    finally:
+        api.close()

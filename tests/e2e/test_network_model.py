@@ -254,6 +254,7 @@ def test_demo_runs_the_example_deployment(cluster_sandbox: Sandbox) -> None:
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "12/12 pod pairs reach each other" in demo.stdout
     assert "4/4 node -> own pod paths" in demo.stdout
+    assert "4/4 pods reach the outside 198.51.100.1 as their own node's external IP" in demo.stdout
     assert "switch ovn-default" in demo.stdout  # kovn show
 
 

@@ -74,13 +74,14 @@ def test_up_status_down(cli: Cli) -> None:
     assert up.returncode == 0, up.stderr
     assert "node2: netns kvc-node2, underlay 203.0.113.12, chassis registered" in up.stdout
     assert "sandbox up in" in up.stdout
-    assert sorted(sandbox_netns(CLI_PREFIX)) == ["kvc-node1", "kvc-node2", "kvc-underlay"]
+    assert sorted(sandbox_netns(CLI_PREFIX)) == ["kvc-node1", "kvc-node2", "kvc-outside",
+                                                 "kvc-underlay"]
 
     status = cli("status", "--json")
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert data["state"] == "up"
-    assert len(data["daemons"]) == 3 + 2 * 3
+    assert len(data["daemons"]) == 3 + 2 * 3 + 1  # central, per node, the outside server
     assert all(d["alive"] and d["pid"] for d in data["daemons"])
     assert [n["name"] for n in data["nodes"]] == ["node1", "node2"]
     assert set(data["blackholes"]) <= _blackholes()

@@ -177,6 +177,8 @@ def test_mac_from_ip_is_a_valid_pod_mac() -> None:
         NodeNetwork(ip="100.64.0.3/16", mac="0a:58:64:40:00:03", gateway="100.64.0.1",
                     logical_switch_port="node-node1",
                     pod_subnets=("10.16.0.0/16", "10.17.0.0/24"), mtu=1300),
+        NodeNetwork(ip="100.64.0.3/16", mac="0a:58:64:40:00:03", gateway="100.64.0.1",
+                    logical_switch_port="node-node1", gateway_router_ip="100.64.0.4"),
     ],
 )
 def test_node_network_round_trip(network: NodeNetwork) -> None:
@@ -216,6 +218,16 @@ NODE_GOOD = json.loads(NODE.encode())
 def test_node_network_decode_errors(text: str) -> None:
     with pytest.raises(ValueError, match=NODE_NETWORK):
         NodeNetwork.decode(text)
+
+
+def test_node_network_records_the_gateway_router_only_when_it_has_one() -> None:
+    assert "gateway_router_ip" not in json.loads(NODE.encode())
+    with_gr = NodeNetwork(ip="100.64.0.3/16", mac="0a:58:64:40:00:03", gateway="100.64.0.1",
+                          logical_switch_port="node-node1", gateway_router_ip="100.64.0.4")
+    assert json.loads(with_gr.encode())["gateway_router_ip"] == "100.64.0.4"
+    with pytest.raises(ValueError, match=r"gateway_router_ip 10\.16\.0\.4 is outside"):
+        NodeNetwork(ip="100.64.0.3/16", mac="0a:58:64:40:00:03", gateway="100.64.0.1",
+                    logical_switch_port="node-node1", gateway_router_ip="10.16.0.4")
 
 
 def test_node_network_validation() -> None:

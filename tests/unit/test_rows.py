@@ -10,6 +10,7 @@ import pytest
 from northbound import names, rows
 from northbound.rows import (
     ACL,
+    DNS,
     NAT,
     AddressSet,
     LoadBalancer,
@@ -24,6 +25,7 @@ from northbound.rows import (
     ParentRef,
     PortGroup,
     QoS,
+    RouterPolicy,
     StaticRoute,
     SwitchACL,
 )
@@ -62,6 +64,11 @@ SAMPLES: dict[type[NbRow], NbRow] = {
         owner=NODE, router="ovn-cluster", ip_prefix="10.16.0.0/24", nexthop="100.64.0.2",
         route_table="t1", policy="src-ip", output_port="ovn-cluster-join", options={"ecmp": "x"},
     ),
+    RouterPolicy: RouterPolicy(
+        owner=NODE, router="ovn-cluster", priority=1000, action="reroute",
+        match='ip4.src == 10.16.0.0/16 && is_chassis_resident("rtoj-GR_node1")',
+        nexthops=("100.64.0.2",), options={"pkt_mark": "1"},
+    ),
     NAT: NAT(
         owner=SUBNET, router="ovn-cluster", type="snat", external_ip="192.0.2.10",
         logical_ip="10.16.0.0/16", logical_port="p1", external_mac="0a:00:00:00:00:01",
@@ -95,6 +102,11 @@ SAMPLES: dict[type[NbRow], NbRow] = {
         owner=POD, switch="ovn-default", direction="from-lport", priority=2000,
         match='inport == "default_web-1"', bandwidth={"rate": 10000, "burst": 1000},
         action={"dscp": 10},
+    ),
+    DNS: DNS(
+        owner=Owner(names.OwnerType.SERVICE, "default/web"), row_key="dns:default/web",
+        records={"web.default.svc.cluster.local": "10.96.0.20"},
+        member_of=frozenset({LogicalSwitch.membership("ovn-default", "dns_records")}),
     ),
 }
 
@@ -222,6 +234,8 @@ def test_parent(row: NbRow, expected: ParentRef | None) -> None:
         (SAMPLES[QoS], 'ovn-default|from-lport|2000|inport == "default_web-1"'),
         (SAMPLES[NAT], "ovn-cluster|snat|10.16.0.0/16|192.0.2.10"),
         (SAMPLES[StaticRoute], "ovn-cluster|t1|10.16.0.0/24|100.64.0.2"),
+        (SAMPLES[RouterPolicy],
+         'ovn-cluster|1000|ip4.src == 10.16.0.0/16 && is_chassis_resident("rtoj-GR_node1")'),
         # an explicit row_key wins over the derived one
         (ACL(owner=NP, port_group="pg", direction="to-lport", priority=1, match="ip4",
              action="drop", row_key="np:default/x:ingress:0"), "np:default/x:ingress:0"),
@@ -231,7 +245,8 @@ def test_parent(row: NbRow, expected: ParentRef | None) -> None:
              row_key="qos-1"), "qos-1"),
         (StaticRoute(owner=NODE, router="r", ip_prefix="p", nexthop="n", row_key="rt"), "rt"),
     ],
-    ids=["ls", "lsp", "lb", "lbg", "acl", "switch-acl", "qos", "nat", "route", "acl-explicit",
+    ids=["ls", "lsp", "lb", "lbg", "acl", "switch-acl", "qos", "nat", "route", "policy",
+         "acl-explicit",
          "nat-explicit", "qos-explicit", "route-explicit"],
 )
 def test_key(row: NbRow, key: str) -> None:
@@ -251,7 +266,7 @@ def test_key(row: NbRow, key: str) -> None:
     ids=[t.__name__ for t in rows.ROW_TYPES],
 )
 def test_named_tables(row_type: type[NbRow], named: bool) -> None:
-    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute}
+    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute, RouterPolicy, DNS}
     assert named is (row_type not in unnamed)
     assert SAMPLES[row_type].NAMED is named
 
@@ -399,8 +414,10 @@ def test_membership_builders_know_the_column() -> None:
     assert LogicalRouter.membership("GR_n1") == Membership("Logical_Router", "GR_n1",
                                                            "load_balancer")
     assert LogicalRouter.membership("GR_n1", "load_balancer").member_table == "Load_Balancer"
-    with pytest.raises(ValueError, match="Logical_Switch has member-side columns"):
-        LogicalSwitch.membership("s1")  # none: its load_balancer is container side
+    # One member-side column (dns_records; its load_balancer is container side).
+    assert LogicalSwitch.membership("s1") == Membership("Logical_Switch", "s1", "dns_records")
+    with pytest.raises(ValueError, match="Port_Group has member-side columns"):
+        PortGroup.membership("pg")  # none: its ports are container side
 
 
 @pytest.mark.parametrize(
@@ -433,3 +450,14 @@ def test_member_of_is_a_frozenset_whatever_was_passed() -> None:
     assert all(lb == lbs[0] for lb in lbs)
     # memberships are not columns, references or parents
     assert "member_of" not in lbs[0].columns() and lbs[0].references() == {}
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [({"priority": 32768}, "priority 32768"), ({"action": "forward"}, "action 'forward'")],
+)
+def test_router_policy_validation(changed: dict[str, Any], message: str) -> None:
+    base = dict(owner=NODE, router="ovn-cluster", priority=1000, match="ip4",
+                action="reroute", nexthops=("100.64.0.2",))
+    with pytest.raises(ValueError, match=message):
+        RouterPolicy(**{**base, **changed})

@@ -123,3 +123,19 @@ def test_ipv6_slices_and_addresses_are_ignored() -> None:
     result = load_balancers(svc, [slice_([endpoint("fd00::4")], SLICE_PORTS, "IPv6"),
                                   slice_([endpoint("10.16.0.4")], SLICE_PORTS)])
     assert result.rows[0].vips == {"10.96.0.10:80": "10.16.0.4:8080"}
+
+
+def test_service_names_and_their_dns_row() -> None:
+    from controller.services import dns_row, service_names
+    from northbound.rows import LogicalSwitch
+
+    assert service_names("Demo", "web", "cluster.local") == (
+        "web.demo.svc.cluster.local", "web.demo.svc", "web.demo")
+    row = dns_row(service(TCP80), ["ovn-default", "blue"], "cluster.local")
+    assert row is not None and row.key == "dns:demo/web"
+    assert row.records == {"web.demo.svc.cluster.local": "10.96.0.10",
+                           "web.demo.svc": "10.96.0.10", "web.demo": "10.96.0.10"}
+    assert row.member_of == {LogicalSwitch.membership("ovn-default", "dns_records"),
+                             LogicalSwitch.membership("blue", "dns_records")}
+    headless = service(TCP80, clusterIP="None", clusterIPs=["None"])
+    assert dns_row(headless, ["ovn-default"], "cluster.local") is None

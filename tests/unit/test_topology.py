@@ -70,6 +70,7 @@ def test_cluster_rows() -> None:
         ("Logical_Router_Port", "ovn-cluster-join"),
         ("Logical_Switch_Port", "join-ovn-cluster"),
         ("Load_Balancer_Group", "clusterLBGroup"),
+        ("Logical_Router_Policy", "ovn-cluster|1001|ip4.dst == {10.96.0.0/16, 100.64.0.0/16}"),
     }
     router = one(rows, LogicalRouter, names.CLUSTER_ROUTER)
     assert router.owner == CLUSTER
@@ -124,6 +125,7 @@ def test_subnet_rows(spec: SubnetSpec, other_config: dict[str, str], lrp_network
         ("Logical_Switch", switch_name),
         ("Logical_Router_Port", lrp_name),
         ("Logical_Switch_Port", lsp_name),
+        ("Logical_Router_Policy", f"ovn-cluster|1001|ip4.dst == {spec.cidr}"),
     }
     owner = Owner(names.OwnerType.SUBNET, spec.name)
     assert all(row.owner == owner for row in rows)
@@ -294,11 +296,12 @@ def test_default_subnet_object() -> None:
     assert obj == {
         "apiVersion": "kovn.io/v1", "kind": "Subnet",
         "metadata": {"name": "ovn-default"},
-        "spec": {"cidrBlock": "10.16.0.0/16", "gateway": "10.16.0.1", "default": True},
+        "spec": {"cidrBlock": "10.16.0.0/16", "gateway": "10.16.0.1", "default": True,
+                 "natOutgoing": True},
     }
     spec = parse_subnet(obj)
     assert spec == SubnetSpec(name="ovn-default", cidr="10.16.0.0/16", gateway="10.16.0.1",
-                              default=True)
+                              default=True, nat_outgoing=True)
     assert validate([spec], CONFIG.reserved_ranges()) == {"ovn-default": []}
 
 
