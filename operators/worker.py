@@ -96,6 +96,7 @@ class Controller:
             if kind.restore:
                 for key, obj in self.cache.snapshot(kind.name).items():
                     kind.restore(self.state, key, obj)
+        self.cache.take_dirty(0)  # the full flush covers everything listed so far
         self._full_flush()
         counts = {kind.name: len(self.cache.snapshot(kind.name)) for kind in self.kinds}
         LOG.info("controller ready in %.1fs: %s", time.monotonic() - started, counts)
