@@ -20,6 +20,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command
 
 from northbound import names
+from northbound.name_index import NameIndex
 from northbound.owner_index import name_of
 from northbound.plan import MapDiff, Plan, SetDiff, Update
 from northbound.rows import Membership, NbRow
@@ -42,9 +43,11 @@ def _clash_message(row: NbRow, name: str, clash: Any) -> str:
 class _Resolver:
     """Finds rows by name: rows created in this transaction first, then the replica."""
 
-    def __init__(self, tables: dict[str, Any], doomed: set[Any]) -> None:
+    def __init__(self, tables: dict[str, Any], doomed: set[Any],
+                 name_index: NameIndex | None = None) -> None:
         self._tables = tables
         self._doomed = doomed
+        self._name_index = name_index
         """UUIDs this transaction deletes: never found, even when indexed before their delete."""
         self._by_name: dict[str, dict[str, Any]] = {}
         self.created: dict[tuple[str, str], Any] = {}
@@ -52,6 +55,10 @@ class _Resolver:
         """Named rows deleted earlier in this transaction (gone from the replica's tables)."""
 
     def existing(self, table: str, name: str) -> Any:
+        if self._name_index is not None and table in self._name_index.tables:
+            rows = [r for r in self._name_index.lookup(self._tables, table, name)
+                    if r.uuid not in self._doomed]
+            return rows[0] if rows else None
         index = self._by_name.get(table)
         if index is None:
             index = {name_of(r): r for r in self._tables[table].rows.values()}
@@ -94,9 +101,10 @@ def _write_elements(idl_row: Any, op: Update) -> None:
                 idl_row.setkey(column, key, value)
 
 
-def write_plan(txn: Any, tables: dict[str, Any], plan: Plan) -> None:
+def write_plan(txn: Any, tables: dict[str, Any], plan: Plan,
+               name_index: NameIndex | None = None) -> None:
     """Add every operation of `plan` to the IDL transaction `txn`."""
-    resolve = _Resolver(tables, {op.uuid for op in plan.deletes})
+    resolve = _Resolver(tables, {op.uuid for op in plan.deletes}, name_index)
     deleted: set[Any] = set()
     for op in plan.deletes:
         idl_row = tables[op.row.TABLE].rows.get(op.uuid)
@@ -179,12 +187,14 @@ class PlanCommand(command.BaseCommand):
     """Runs `make_plan(tables)` in the connection thread and writes the result; the plan
     itself is the command's result."""
 
-    def __init__(self, api: Any, make_plan: Callable[[dict[str, Any]], Plan]) -> None:
+    def __init__(self, api: Any, make_plan: Callable[[dict[str, Any]], Plan],
+                 name_index: NameIndex | None = None) -> None:
         super().__init__(api)
         self._make_plan = make_plan
+        self._name_index = name_index
 
     def run_idl(self, txn: Any) -> None:
         plan = self._make_plan(self.api.tables)
-        write_plan(txn, self.api.tables, plan)
+        write_plan(txn, self.api.tables, plan, self._name_index)
         self.result = plan
 

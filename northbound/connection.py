@@ -22,9 +22,10 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from northbound import fastjson
+from northbound.name_index import NameIndex
 from northbound.observe import monitored_columns
 from northbound.owner_index import OwnerIndex
-from northbound.rows import TABLES
+from northbound.rows import NAMED_TABLES, TABLES
 
 LOG = logging.getLogger(__name__)
 fastjson.enable()
@@ -75,12 +76,15 @@ def _fetch_schema(remote: str, timeout: float) -> Any:
 class _IndexedIdl(ovsdbapp_connection.OvsdbIdl):
     """The IDL, telling the owner index about every row it creates, changes or deletes."""
 
-    def __init__(self, owner_index: OwnerIndex, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, owner_index: OwnerIndex, name_index: NameIndex, *args: Any,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._owner_index = owner_index
+        self._name_index = name_index
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         self._owner_index.notify(event, row)
+        self._name_index.notify(event, row)
         super().notify(event, row, updates)
 
 
@@ -95,6 +99,7 @@ class NbConnection:
         self._tables = tuple(tables) if tables is not None else TABLES + EXTRA_TABLES
         self.api: Any = None
         self.owner_index = OwnerIndex()
+        self.name_index = NameIndex(NAMED_TABLES)
 
     def start(self) -> NbConnection:
         helper = _fetch_schema(self.remote, self.timeout)
@@ -104,7 +109,8 @@ class NbConnection:
                 helper.register_columns(table, sorted(columns[table]))
             else:
                 helper.register_table(table)
-        idl = _IndexedIdl(self.owner_index, self.remote, helper, leader_only=False)
+        idl = _IndexedIdl(self.owner_index, self.name_index, self.remote, helper,
+                          leader_only=False)
         conn = ovsdbapp_connection.Connection(idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
         api_class = type("KovnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})

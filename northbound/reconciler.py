@@ -68,7 +68,7 @@ class Reconciler:
                 actual = [o for o in actual if o.row.owner not in spared]
             return plan(desired, actual, self.element_min)
 
-        result = self.nb.execute(PlanCommand(self.nb.api, make_plan))
+        result = self.nb.execute(PlanCommand(self.nb.api, make_plan, self.nb.name_index))
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
         for obs in result.kept:
@@ -87,7 +87,7 @@ class Reconciler:
         def write(tables: dict[str, Any]) -> Plan:
             return the_plan
 
-        return self.nb.execute(PlanCommand(self.nb.api, write))
+        return self.nb.execute(PlanCommand(self.nb.api, write, self.nb.name_index))
 
 
 __all__ = ["Reconciler", "write_plan"]

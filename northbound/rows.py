@@ -274,6 +274,9 @@ ROW_TYPES: tuple[type[NbRow], ...] = (
     QoS, DNS,
 )
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(t.TABLE for t in ROW_TYPES))
+NAMED_TABLES: tuple[str, ...] = tuple(dict.fromkeys(
+    t.TABLE for t in ROW_TYPES if t.KEY_FIELDS == ("name",)))
+"""Tables whose rows OVN names uniquely: the reconciler finds them by name."""
 
 
 REFERENCES: dict[tuple[str, str], str] = {
