@@ -22,6 +22,7 @@ import pytest
 from sandbox import kube, workloads
 from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
 from sandbox.config import SandboxConfig
+from sandbox.controlplane import ControllerProcess
 from sandbox.leftovers import sandboxes_using_prefix
 
 # Netns prefixes reserved for tests: the session sandbox and the CLI tests' sandboxes. They
@@ -145,3 +146,13 @@ def cluster_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbo
         apiserver_port=0, etcd_port=0, etcd_peer_port=0,
     )
     yield from running(config)
+
+
+@pytest.fixture(scope="module")
+def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[ControllerProcess]:
+    """A `kovn controller` on the session's kube_sandbox for one test module (modules run
+    one after another, so there is only ever one NB writer)."""
+    log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
+    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log).running() as proc:
+        yield proc

@@ -5,8 +5,6 @@ conditions and Events out. OVN central is real too (no datapath is needed to che
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,14 +20,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def cluster(kube_sandbox: Sandbox) -> Cluster:
     return Cluster(kube_sandbox.kubeconfig)
-
-
-@pytest.fixture(scope="module")
-def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[ControllerProcess]:
-    log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
-    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log).running() as proc:
-        yield proc
 
 
 def port_of(sandbox: Sandbox, name: str) -> dict | None:

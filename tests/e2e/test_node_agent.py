@@ -152,15 +152,6 @@ def cluster(kube_sandbox: Sandbox) -> Cluster:
 
 
 @pytest.fixture(scope="module")
-def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[ControllerProcess]:
-    log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
-    proc = ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log, resync=5)
-    with proc.running():
-        yield proc
-
-
-@pytest.fixture(scope="module")
 def agents(kube_sandbox: Sandbox, controller: ControllerProcess,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, AgentProcess]]:
     workdir = Path(tmp_path_factory.mktemp("agents"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -50,14 +49,6 @@ PROBE = "probe"
 the EndpointSlice controller makes when pods expose different ports: adding an http
 endpoint must change the :80 VIP and leave the :9090 one alone."""
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
-
-
-@pytest.fixture(scope="module")
-def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[ControllerProcess]:
-    log = Path(tmp_path_factory.mktemp("service-rows")) / "controller.log"
-    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log).running() as proc:
-        yield proc
 
 
 @pytest.fixture
