@@ -92,6 +92,7 @@ def start_node(
     record(start_daemon(
         f"{node.name}/ovs-vswitchd", "ovs-vswitchd", [node.ovs_remote],
         pidfile=d / "vs.pid", log=d / "vs.log", unixctl=d / "vs.ctl", env=env, netns=node.netns,
+        monitor=True,  # OVS 3.1's userspace conntrack can abort on an assertion: restart it
     ))
     vsctl(node, "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
           "--", "add-port", "br-phy", UPLINK)

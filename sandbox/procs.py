@@ -134,13 +134,19 @@ def start_daemon(
     unixctl: Path | None = None,
     env: Mapping[str, str] | None = None,
     netns: str | None = None,
+    monitor: bool = False,
 ) -> Daemon:
     """Start an OVS/OVN daemon detached (it returns once it is ready) and record its pid.
 
     OVS daemons fork and write the pidfile before the parent exits, so after `--detach`
     returns the pid is known; `ip netns exec` execs the binary, so cmdline stays recognisable.
+    `monitor` adds OVS's `--monitor`, as ovs-ctl and the distributions' units run their
+    daemons: a monitor process restarts the daemon when it dies of a crash signal (an
+    assertion aborts), rewriting the pidfile; SIGTERM/SIGKILL still stop both.
     """
     argv = [binary, "--detach", "--no-chdir", f"--pidfile={pidfile}", f"--log-file={log}"]
+    if monitor:
+        argv.append("--monitor")
     if unixctl is not None:
         argv.append(f"--unixctl={unixctl}")
     argv += list(args)
