@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from northbound import names
-from northbound.rows import DNS, LoadBalancer, LoadBalancerGroup, LogicalSwitch, Owner
+from northbound.rows import (
+    DNS,
+    LoadBalancer,
+    LoadBalancerGroup,
+    LogicalRouter,
+    LogicalSwitch,
+    Membership,
+    Owner,
+)
 
 HAIRPIN_SNAT_IP = "169.254.169.5"
 """The source a pod sees when it reaches itself through its own Service: one fixed
@@ -59,8 +67,12 @@ class ServiceRows:
 
 @dataclass
 class _Backends:
-    ready: list[str] = field(default_factory=list)
-    fallback: list[str] = field(default_factory=list)
+    ready: list[tuple[str, str]] = field(default_factory=list)
+    fallback: list[tuple[str, str]] = field(default_factory=list)
+
+
+Backend = tuple[str, str]
+"""(`ip:port`, the endpoint's nodeName or "")."""
 
 
 def cluster_ips(service: Mapping[str, Any]) -> list[str]:
@@ -90,8 +102,8 @@ def _conditions(endpoint: Mapping[str, Any]) -> tuple[bool, bool, bool]:
 
 
 def _backends(slices: Iterable[Mapping[str, Any]], port_name: str, protocol: str,
-              left_out: dict[str, LeftOut]) -> list[str]:
-    """Backends (`ip:port`) of the Service port named `port_name` over all its slices."""
+              left_out: dict[str, LeftOut]) -> list[Backend]:
+    """Backends of the Service port named `port_name` over all its slices, with their node."""
     found = _Backends()
     for slc in slices:
         if slc.get("addressType", "IPv4") != "IPv4":
@@ -103,8 +115,9 @@ def _backends(slices: Iterable[Mapping[str, Any]], port_name: str, protocol: str
             continue
         for endpoint in slc.get("endpoints") or ():
             ready, serving, terminating = _conditions(endpoint)
+            node = endpoint.get("nodeName") or ""
             for address in endpoint.get("addresses") or ():
-                target = f"{address}:{number}"
+                target = (f"{address}:{number}", node)
                 if ready:
                     found.ready.append(target)
                 elif serving and terminating:
@@ -113,11 +126,15 @@ def _backends(slices: Iterable[Mapping[str, Any]], port_name: str, protocol: str
                     reason = "terminating" if terminating else "not ready"
                     left_out[address] = LeftOut(address, reason)
     if found.ready:
-        for target in found.fallback:
+        for target, _node in found.fallback:
             address = target.rsplit(":", 1)[0]
             left_out[address] = LeftOut(address, "terminating (ready endpoints exist)")
         return sorted(set(found.ready))
     return sorted(set(found.fallback))
+
+
+def _joined(backends: Iterable[Backend], node: str | None = None) -> str:
+    return ",".join(t for t, n in backends if node is None or n == node)
 
 
 def _affinity(spec: Mapping[str, Any], notes: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -133,37 +150,102 @@ def _affinity(spec: Mapping[str, Any], notes: list[str]) -> tuple[dict[str, str]
     return {}, ("ip_dst", "ip_src")
 
 
-def load_balancers(service: Mapping[str, Any],
-                   slices: Iterable[Mapping[str, Any]]) -> ServiceRows:
-    """The Service's load balancers, the endpoints left out and notes."""
+def external_ips(service: Mapping[str, Any]) -> list[str]:
+    """The Service's `spec.externalIPs` and, for type LoadBalancer, its
+    `status.loadBalancer.ingress` IPs (what the cloud, here the sandbox, assigned): IPv4."""
+    spec, status = service.get("spec") or {}, service.get("status") or {}
+    found = list(spec.get("externalIPs") or ())
+    if spec.get("type") == "LoadBalancer":
+        found += [i.get("ip") for i in (status.get("loadBalancer") or {}).get("ingress") or ()
+                  if i.get("ip")]
+    return sorted({ip for ip in found if _is_ipv4(ip)})
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
+
+
+def _lb(owner: Owner, name: str, protocol: str, vips: dict[str, str], options: dict[str, str],
+        selection: tuple[str, ...], member_of: frozenset[Membership]) -> LoadBalancer:
+    if not all(vips.values()):
+        options = {**options, "reject": "true", "event": "false"}
+    return LoadBalancer(owner=owner, name=name, protocol=protocol.lower(), vips=vips,
+                        options=options, selection_fields=selection, member_of=member_of)
+
+
+def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any]],
+                   gateways: Mapping[str, str] | None = None) -> ServiceRows:
+    """The Service's load balancers, the endpoints left out and notes.
+
+    `gateways` maps each node that has a gateway router to its external IP. Per protocol:
+    the cluster load balancer (cluster IPs; with externalTrafficPolicy Cluster also the
+    external and LoadBalancer IPs), in `clusterLBGroup`; and per node a load balancer on its
+    gateway router for the node ports on its external IP: with policy Cluster every endpoint
+    (the router's `lb_force_snat_ip` brings replies back through it), with policy Local
+    only the node's own endpoints and `skip_snat` (the pod sees the client's address), the
+    external IPs too, and none at all on a node without local endpoints, which so does not
+    serve them (its router refuses the connection).
+
+    Why not one template load balancer (`^NODE_EXTERNAL_IP:<nodePort>`, Chassis_Template_Var):
+    measured on OVN 23.03.1 with the userspace datapath, a template VIP on the gateway
+    router's own address answered only when the chosen backend ran on another node (0 of 5
+    connections to a same-node backend; a plain VIP with the same backends: all of them).
+    The only difference in the logical flows is the `lr_in_unsnat` skip flow ovn-northd
+    writes for a plain VIP (it cannot for a template one). So node ports cost one row per
+    (Service, protocol, node), written as element diffs like every VIP.
+    """
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
-    key = f"{meta.get('namespace')}/{meta.get('name')}"
+    namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+    owner = service_owner(f"{namespace}/{name}")
     ips = cluster_ips(service)
     if not ips:
         return ServiceRows()
+    gateways = gateways or {}
     slices = list(slices)
     notes: list[str] = []
     left_out: dict[str, LeftOut] = {}
     affinity, selection = _affinity(spec, notes)
+    local = spec.get("externalTrafficPolicy") == "Local"
+    with_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+    externals = external_ips(service)
+    group = frozenset({LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)})
     rows = []
     for protocol in PROTOCOLS:
         ports = [p for p in spec.get("ports") or () if (p.get("protocol") or "TCP") == protocol]
         if not ports:
             continue
         vips: dict[str, str] = {}
+        per_node: dict[str, dict[str, str]] = {node: {} for node in gateways}
         for port in ports:
-            backends = ",".join(_backends(slices, port.get("name") or "", protocol, left_out))
-            for ip in ips:
-                vips[f"{ip}:{port['port']}"] = backends
+            backends = _backends(slices, port.get("name") or "", protocol, left_out)
+            every = _joined(backends)
+            vips.update({f"{ip}:{port['port']}": every for ip in ips})
+            outside = [f"{ip}:{port['port']}" for ip in externals]
+            node_port = port.get("nodePort") if with_node_ports else None
+            if not local:
+                vips.update({vip: every for vip in outside})
+            for node, address in gateways.items():
+                mine = _joined(backends, node) if local else every
+                if local and not mine:
+                    continue
+                if local:
+                    per_node[node].update({vip: mine for vip in outside})
+                if node_port:
+                    per_node[node][f"{address}:{node_port}"] = mine
         options = {"hairpin_snat_ip": HAIRPIN_SNAT_IP, **affinity}
-        if not all(vips.values()):
-            options.update(reject="true", event="false")
-        rows.append(LoadBalancer(
-            owner=service_owner(key),
-            name=names.load_balancer(meta["namespace"], meta["name"], protocol),
-            protocol=protocol.lower(), vips=vips, options=options,
-            selection_fields=selection,
-            member_of=frozenset({LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)})))
+        rows.append(_lb(owner, names.load_balancer(namespace, name, protocol), protocol, vips,
+                        options, selection, group))
+        node_options = {"skip_snat": "true", **affinity} if local else dict(affinity)
+        for node, node_vips in sorted(per_node.items()):
+            if node_vips:
+                rows.append(_lb(
+                    owner, names.node_load_balancer(namespace, name, protocol, node),
+                    protocol, node_vips, node_options, selection,
+                    frozenset({LogicalRouter.membership(names.gateway_router(node),
+                                                        "load_balancer")})))
     if left_out:
         shown = "; ".join(f"{o.address} {o.reason}" for o in
                           sorted(left_out.values(), key=lambda o: o.address))

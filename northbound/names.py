@@ -153,6 +153,13 @@ def load_balancer(namespace: str, service: str, protocol: str) -> str:
     return f"Service_{namespace}/{service}_{protocol.upper()}"
 
 
+def node_load_balancer(namespace: str, service: str, protocol: str, node: str) -> str:
+    """A Service's load balancer on one node's gateway router (its node ports on the node's
+    external IP; with externalTrafficPolicy Local also its external IPs, and only the node's
+    own endpoints): `Service_<ns>/<name>_<PROTO>_node_<node>`."""
+    return f"{load_balancer(namespace, service, protocol)}_node_{node}"
+
+
 def _ovn_safe(*parts: str) -> str:
     """A Port_Group / Address_Set name for a tuple of Kubernetes names.
 

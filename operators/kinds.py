@@ -135,7 +135,8 @@ KINDS: tuple[Kind, ...] = (
          watch=LISTWATCH, indexes=(IndexSpec(SERVICE_INDEX, service_keys),)),
     Kind("services", "Service", "v1", "/api/v1/services", spec=None, status=("loadBalancer",),
          watch=LISTWATCH, owner_type=names.OwnerType.SERVICE,
-         follows={"endpointslices": services_follow_slices}, sync_one=services.sync_service),
+         follows={"endpointslices": services_follow_slices, "nodes": services.follow_nodes},
+         sync_one=services.sync_service),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 BY_OWNER_TYPE: dict[str, Kind] = {str(k.owner_type): k for k in KINDS if k.owner_type}

@@ -77,8 +77,10 @@ def _allocate(pool: Pool, owner: str, previous: str) -> str:
         return pool.allocate(owner)  # the recorded one is taken or gone: a fresh one
 
 
-def _external(state: State, name: str, obj: dict) -> external_network.ExternalNetwork | None:
-    """The node's external network, or None (none published, or unusable: reported)."""
+def external_network_of(state: State, name: str,
+                        obj: dict) -> external_network.ExternalNetwork | None:
+    """The node's external network, or None (none published, or unusable: reported); the
+    node has a gateway router exactly when this is not None."""
     key = f"node/{name}/gateway"
     try:
         found = external_network.from_annotations(obj["metadata"].get("annotations") or {})
@@ -106,7 +108,7 @@ def sync_node(state: State, batch: Batch, name: str) -> None:
         return
     previous = recorded(obj)
     ip = _allocate(pool, name, previous.address if previous else "")
-    external = _external(state, name, obj)
+    external = external_network_of(state, name, obj)
     gr_ip = ""
     if external is None:
         pool.release(gateway_key(name))

@@ -1,6 +1,8 @@
 """What makes pods really run in the sandbox: per node a kovn node agent (`kovn node`, in the
 node's netns), a sandbox kubelet and the relay that makes the API server reachable from pods
-as the `kubernetes` Service (sandbox.apirelay), plus the CNI configuration a runtime would read.
+as the `kubernetes` Service (sandbox.apirelay), plus the CNI configuration a runtime would read;
+and once per sandbox the cloud that gives LoadBalancer Services their address (sandbox.lbpool,
+log lbpool.log in the state dir).
 
 Files per node, in its directory D: cni/net.d/10-kovn.conflist, cni/bin/kovn-cni (a link to
 the installed plugin), cni.sock (the agent's), kubelet/ (pod records, ADD log), agent.log,
@@ -120,6 +122,15 @@ def start_relay(config: SandboxConfig, node: SandboxNode, record: Record) -> Non
                               log=node.dir / "apirelay.log", env=python_env(), cwd=REPO))
 
 
+def start_lbpool(config: SandboxConfig, record: Record) -> None:
+    """The sandbox's cloud: addresses for Services of type LoadBalancer (sandbox.lbpool)."""
+    pidfile = config.state_dir / "lbpool.pid"
+    argv = [sys.executable, "-m", "sandbox.lbpool", f"--pidfile={pidfile}",
+            "--kubeconfig", str(kubeconfig(config))]
+    record(procs.spawn_daemon("lbpool", argv, pidfile=pidfile,
+                              log=config.state_dir / "lbpool.log", env=python_env(), cwd=REPO))
+
+
 def name_host_netns(config: SandboxConfig) -> None:
     """`/run/netns/<prefix>-host`: the root netns (ours), for agents to reach the API server."""
     netns_delete(config.host_netns)  # a leftover name; deleting a name never deletes the root
@@ -139,6 +150,7 @@ def start_workloads(config: SandboxConfig, nodes: list[SandboxNode], sb_remote: 
         start_kubelet(config, node, record)
         start_agent(config, node, sb_remote, record)
         start_relay(config, node, record)
+    start_lbpool(config, record)
     return [str(n.dir / "kubelet.log") for n in nodes]
 
 

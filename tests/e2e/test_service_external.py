@@ -1,0 +1,147 @@
+"""The outside reaches Services, without kube-proxy: NodePort on every node's external IP,
+spec.externalIPs, LoadBalancer ingress IPs (assigned by the sandbox's cloud, sandbox.lbpool)
+and externalTrafficPolicy Local (the client's own address reaches the pod; a node without a
+local endpoint does not serve). Real control plane, real packets from the outside namespace
+(198.51.100.1, the internet beyond the nodes' gateway routers)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from sandbox.cluster import Sandbox
+from sandbox.controlplane import eventually
+from sandbox.lbpool import POOL
+from sandbox.probe import probe
+from tests.e2e.controlplane import Cluster
+from tests.e2e.test_network_model import PORT, Pod, create_deployment, ready_pods
+
+pytestmark = pytest.mark.e2e
+NS = "svc-out"
+EXTERNAL_IP = "198.51.100.230"
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_sandbox: Sandbox) -> Cluster:
+    cluster = Cluster(cluster_sandbox.kubeconfig)
+    create_deployment(cluster, NS, "web", 3)
+    create_deployment(cluster, NS, "solo", 1)
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def web(cluster_sandbox: Sandbox, cluster: Cluster) -> list[Pod]:
+    return ready_pods(cluster_sandbox, cluster, NS, "web", 3)
+
+
+@pytest.fixture(scope="module")
+def solo(cluster_sandbox: Sandbox, cluster: Cluster) -> Pod:
+    return ready_pods(cluster_sandbox, cluster, NS, "solo", 1)[0]
+
+
+def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> dict[str, Any]:
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"app": app},
+                     "ports": [{"name": "tcp", "port": 80, "targetPort": PORT},
+                               {"name": "udp", "port": 80, "targetPort": PORT,
+                                "protocol": "UDP"}], **spec}}
+    return cluster.api.create(f"/api/v1/namespaces/{NS}/services", body)
+
+
+def node_port(service: dict[str, Any], proto: str = "TCP") -> int:
+    return next(p["nodePort"] for p in service["spec"]["ports"] if p["protocol"] == proto)
+
+
+def ingress_ip(cluster: Cluster, name: str) -> str:
+    def assigned() -> str | None:
+        svc = cluster.api.get(f"/api/v1/namespaces/{NS}/services/{name}")
+        found = (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+        return found[0].get("ip") if found else None
+    return eventually(assigned, 15, f"the sandbox's cloud assigns {name} an address")
+
+
+def from_outside(sandbox: Sandbox, host: str, port: int, count: int = 8,
+                 proto: str = "tcp", timeout: float = 2) -> list[str | None]:
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda _: probe(sandbox.config.outside_netns, host, port, proto,
+                                             timeout=timeout), range(count)))
+
+
+def answered_by(answers: list[str | None]) -> set[str]:
+    return {a.split()[0] for a in answers if a}
+
+
+def test_node_port_answers_on_every_nodes_external_ip(cluster_sandbox: Sandbox,
+                                                      cluster: Cluster, web: list[Pod]) -> None:
+    svc = make_service(cluster, "np", "web", type="NodePort")
+    names = {p.name for p in web}
+    for node in cluster_sandbox.nodes:
+        host = node.external_ip
+        eventually(lambda h=host: probe(cluster_sandbox.config.outside_netns, h,
+                                        node_port(svc), timeout=1) is not None,
+                   10, f"NodePort on {host}")
+        # Every connection answers, whichever node its backend runs on.
+        answers = from_outside(cluster_sandbox, host, node_port(svc), count=12)
+        assert None not in answers, f"{host}:{node_port(svc)}: {answers}"
+        assert answered_by(answers) <= names and len(answered_by(answers)) >= 2
+        udp = from_outside(cluster_sandbox, host, node_port(svc, "UDP"), count=4, proto="udp")
+        assert None not in udp, f"UDP {host}:{node_port(svc, 'UDP')}: {udp}"
+
+
+def test_external_ip_reaches_a_backend(cluster_sandbox: Sandbox, cluster: Cluster,
+                                       web: list[Pod]) -> None:
+    make_service(cluster, "ext", "web", externalIPs=[EXTERNAL_IP])
+    eventually(lambda: probe(cluster_sandbox.config.outside_netns, EXTERNAL_IP, 80,
+                             timeout=1) is not None, 10, f"externalIP {EXTERNAL_IP}")
+    answers = from_outside(cluster_sandbox, EXTERNAL_IP, 80)
+    assert None not in answers and answered_by(answers) <= {p.name for p in web}
+
+
+def test_load_balancer_ip_reaches_a_backend(cluster_sandbox: Sandbox, cluster: Cluster,
+                                            web: list[Pod]) -> None:
+    make_service(cluster, "lb", "web", type="LoadBalancer")
+    ip = ingress_ip(cluster, "lb")
+    assert ip.startswith(POOL.rsplit(".", 1)[0])
+    eventually(lambda: probe(cluster_sandbox.config.outside_netns, ip, 80,
+                             timeout=1) is not None, 10, f"LoadBalancer IP {ip}")
+    answers = from_outside(cluster_sandbox, ip, 80)
+    assert None not in answers and answered_by(answers) <= {p.name for p in web}
+    udp = from_outside(cluster_sandbox, ip, 80, count=4, proto="udp")
+    assert None not in udp
+
+
+def test_local_policy_keeps_the_client_address_and_only_nodes_with_endpoints_serve(
+        cluster_sandbox: Sandbox, cluster: Cluster, solo: Pod) -> None:
+    svc = make_service(cluster, "local", "solo", type="LoadBalancer",
+                       externalTrafficPolicy="Local")
+    ip = ingress_ip(cluster, "local")
+    outside = cluster_sandbox.config.outside_gateway
+    home = cluster_sandbox.node(solo.node).external_ip
+    eventually(lambda: probe(cluster_sandbox.config.outside_netns, home, node_port(svc),
+                             timeout=1) is not None, 10, f"NodePort on {home}")
+    # The pod sees the outside client itself, not a gateway router's address.
+    for host, port in ((home, node_port(svc)), (ip, 80)):
+        answers = from_outside(cluster_sandbox, host, port, count=4)
+        assert answers == [f"{solo.name} {outside}"] * 4, (host, answers)
+    # A node without a local endpoint does not serve the node port.
+    for node in cluster_sandbox.nodes:
+        if node.name != solo.node:
+            assert from_outside(cluster_sandbox, node.external_ip, node_port(svc), count=2,
+                                timeout=0.5) == [None, None]
+
+
+def test_changing_the_type_back_releases_the_address(cluster_sandbox: Sandbox,
+                                                     cluster: Cluster, web: list[Pod]) -> None:
+    make_service(cluster, "brief", "web", type="LoadBalancer")
+    ip = ingress_ip(cluster, "brief")
+    eventually(lambda: probe(cluster_sandbox.config.outside_netns, ip, 80,
+                             timeout=1) is not None, 10, f"LoadBalancer IP {ip}")
+    cluster.api.merge_patch(f"/api/v1/namespaces/{NS}/services/brief",
+                            {"spec": {"type": "ClusterIP"}})
+    eventually(lambda: not (cluster.api.get(f"/api/v1/namespaces/{NS}/services/brief")
+                            .get("status", {}).get("loadBalancer", {}).get("ingress")),
+               10, "the address released")
+    eventually(lambda: probe(cluster_sandbox.config.outside_netns, ip, 80,
+                             timeout=0.5) is None, 10, f"{ip} no longer served")
