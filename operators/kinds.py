@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.gateway import EXTERNAL_IP
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
 from operators import nodes, pods, services, subnets
@@ -105,9 +106,12 @@ def subnets_follow_namespaces(_cache: Any, old: Obj | None, new: Obj | None) -> 
 
 
 def subnets_follow_nodes(_cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
-    """Node addresses are reserved ranges for Subnet validation."""
+    """Node addresses and external networks are reserved ranges for Subnet validation."""
     def addresses(obj: Obj | None) -> Any:
-        return None if obj is None else (obj.get("status") or {}).get("addresses")
+        if obj is None:
+            return None
+        notes = obj["metadata"].get("annotations") or {}
+        return (obj.get("status") or {}).get("addresses"), notes.get(EXTERNAL_IP)
 
     return [] if addresses(old) == addresses(new) else [(new or old or {})["metadata"]["name"]]
 

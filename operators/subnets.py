@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from contract.gateway import from_annotations
 from controller import topology
 from controller.subnets import (
     Problem,
@@ -52,13 +53,21 @@ class Verdict:
 
 
 def reserved(state: State) -> dict[str, str]:
-    """Ranges no Subnet may overlap: the cluster's, and the address of every Node."""
+    """Ranges no Subnet may overlap: the cluster's, the address of every Node, and every
+    Node's external network (its gateway router's side of the outside: a Subnet there would
+    be routed two ways)."""
     ranges = dict(state.config.reserved_ranges())
     for name, obj in state.cache.snapshot("nodes").items():
         for address in (obj.get("status") or {}).get("addresses", []):
             if address.get("type") in ("InternalIP", "ExternalIP") and \
                     ":" not in address.get("address", ":"):
                 ranges[f"address of node {name}"] = f"{address['address']}/32"
+        try:
+            external = from_annotations(obj["metadata"].get("annotations") or {})
+        except ValueError:
+            continue  # reported on the Node; it gets no gateway router
+        if external is not None:
+            ranges[f"external network of node {name}"] = str(external.network)
     return ranges
 
 

@@ -286,3 +286,12 @@ def test_a_bad_external_network_is_reported_and_the_node_keeps_its_port() -> Non
     assert reason == "InvalidExternalNetwork" and "overlaps the subnet routed" in message
     nodes.sync_node(state, batch, "node1")
     assert len(state.kube.events) == 1  # said once
+
+
+def test_node_external_networks_are_reserved_for_subnet_validation() -> None:
+    from operators.subnets import reserved
+
+    bad = _node("node3", {"kovn.io/external-ip": "garbage"})
+    ranges = reserved(_state(_node("node1", EXT.annotations()), _node("node2", {}), bad))
+    assert ranges["external network of node node1"] == str(EXT.network)
+    assert not any("node2" in k or "node3" in k for k in ranges)
