@@ -177,13 +177,15 @@ def _lb(owner: Owner, name: str, protocol: str, vips: dict[str, str], options: d
 
 
 def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any]],
-                   gateways: Mapping[str, str] | None = None) -> ServiceRows:
+                   gateways: Mapping[str, tuple[str, ...]] | None = None) -> ServiceRows:
     """The Service's load balancers, the endpoints left out and notes.
 
-    `gateways` maps each node that has a gateway router to its external IP. Per protocol:
+    `gateways` maps each node that has a gateway router to the router's addresses that
+    serve node ports: its external IP (to which the node's agent also DNATs the node ports
+    of the node's own addresses, node/nodeports.py). Per protocol:
     the cluster load balancer (cluster IPs; with externalTrafficPolicy Cluster also the
     external and LoadBalancer IPs), in `clusterLBGroup`; and per node a load balancer on its
-    gateway router for the node ports on its external IP: with policy Cluster every endpoint
+    gateway router for the node ports on its addresses: with policy Cluster every endpoint
     (the router's `lb_force_snat_ip` brings replies back through it), with policy Local
     only the node's own endpoints and `skip_snat` (the pod sees the client's address), the
     external IPs too, and none at all on a node without local endpoints, which so does not
@@ -227,14 +229,14 @@ def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any
             node_port = port.get("nodePort") if with_node_ports else None
             if not local:
                 vips.update({vip: every for vip in outside})
-            for node, address in gateways.items():
+            for node, addresses in gateways.items():
                 mine = _joined(backends, node) if local else every
                 if local and not mine:
                     continue
                 if local:
                     per_node[node].update({vip: mine for vip in outside})
                 if node_port:
-                    per_node[node][f"{address}:{node_port}"] = mine
+                    per_node[node].update({f"{a}:{node_port}": mine for a in addresses})
         options = {"hairpin_snat_ip": HAIRPIN_SNAT_IP, **affinity}
         rows.append(_lb(owner, names.load_balancer(namespace, name, protocol), protocol, vips,
                         options, selection, group))

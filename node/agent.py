@@ -24,10 +24,12 @@ from typing import Any
 from contract import gateway
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from kube.client import KubeClient, KubeError, annotations, node_path
+from kube.listwatch import CallbackListener, ListWatch
 from node.attach import Attachments, AttachSettings
 from node.cni_protocol import DEFAULT_SOCKET, CniError, CniRequest, Code
 from node.cni_server import CniServer
 from node.mgmt import ManagementPort
+from node.nodeports import NodePortTable
 from node.ovs import Ovs
 from node.plumbing import NetnsMissing, enter_netns, open_netns
 
@@ -92,6 +94,8 @@ class Agent:
         self.attachments: Attachments | None = None
         self.server: CniServer | None = None
         self.mgmt: ManagementPort | None = None
+        self.node_ports: NodePortTable | None = None
+        self._services: ListWatch | None = None
         self._last_mgmt_error = ""
 
     def start(self) -> None:
@@ -112,8 +116,21 @@ class Agent:
         self.attachments.reconcile()
         self.mgmt = ManagementPort(self.ovs, config.bridge, tx_off=config.tx_off)
         self.server = CniServer(config.socket, self.dispatch).start()
+        self.serve_node_ports()
         LOG.info("kovn node %s ready: serving CNI on %s (%.2fs)", config.node, config.socket,
                  time.monotonic() - t0)
+
+    def serve_node_ports(self) -> None:
+        """Node ports on this node's own addresses (node/nodeports.py), from a watch of the
+        Services; a watch that cannot start yet keeps retrying in its thread."""
+        assert self.kube is not None
+        table = self.node_ports = NodePortTable()
+        if table.nft is None:
+            return
+        self._services = ListWatch(self.kube, "/api/v1/services",
+                                   CallbackListener(table.listed, table.event),
+                                   name="services")
+        self._services.start(list_first=False)
 
     def dispatch(self, request: CniRequest) -> dict[str, Any] | None:
         attachments = self.attachments
@@ -146,7 +163,11 @@ class Agent:
                 self._mgmt_problem(f"Node {self.config.node} has no {NODE_NETWORK} annotation "
                                    "yet (written by `kovn controller`)")
                 return
-            self.mgmt.sync(NodeNetwork.decode(text))
+            network = NodeNetwork.decode(text)
+            self.mgmt.sync(network)
+            if self.node_ports is not None:
+                external = self.config.external.address if self.config.external else ""
+                self.node_ports.point_at(external, network.gateway_router_ip)
             self._last_mgmt_error = ""
         except (KubeError, ValueError, RuntimeError, OSError) as exc:
             self._mgmt_problem(f"management port: {exc}")
@@ -181,6 +202,9 @@ class Agent:
 
     def close(self) -> None:
         started = self.server is not None
+        if self._services is not None:
+            self._services.stop()  # the table stays: node ports keep working while we restart
+            self._services = None
         if self.server is not None:
             self.server.stop()
             self.server = None

@@ -29,13 +29,14 @@ def slices_of(state: State, key: str) -> list[dict]:
     return [s for s in found if s is not None]
 
 
-def gateways(state: State) -> dict[str, str]:
-    """Node -> external IP, for the nodes that have a gateway router."""
+def gateways(state: State) -> dict[str, tuple[str, ...]]:
+    """Node -> its gateway router's addresses that serve node ports (its external IP), for
+    the nodes that have a gateway router."""
     found = {}
     for name, obj in sorted(state.cache.snapshot("nodes").items()):
         external = nodes.external_network_of(state, name, obj)
         if external is not None:
-            found[name] = external.address
+            found[name] = (external.address,)
     return found
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything kovn needs on Debian 12, as root. Idempotent: a second run only checks.
-#   Debian: Open vSwitch, OVN (central + host), iproute2, ethtool, curl, ping, the OVS python
-#           bindings' C JSON parser (python3-openvswitch), and build tools.
+#   Debian: Open vSwitch, OVN (central + host), iproute2, ethtool, nftables (node ports on
+#           the nodes' own addresses), curl, ping, the OVS python bindings' C JSON parser
+#           (python3-openvswitch), and build tools.
 #   PyPI:   kovn itself (editable) with its test extra, into the virtual environment .venv of
 #           this checkout (not the system Python: only what pyproject.toml declares is there),
 #           with `kovn` and `kovn-cni` linked into /usr/local/bin.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 PACKAGES=(openvswitch-switch openvswitch-common python3-openvswitch ovn-central ovn-host
-          iproute2 ethtool curl iputils-ping procps psmisc python3-venv)
+          iproute2 ethtool nftables curl iputils-ping procps psmisc python3-venv)
 
 if [ "$(id -u)" != 0 ]; then
   echo "install.sh: run as root (it installs Debian packages and kovn needs root for netns)" >&2

@@ -30,9 +30,19 @@ class Cluster:
             if exc.status != 409:
                 raise
 
+    def create_or_get(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the object, or return the one of that name a first attempt of the same
+        test created (tests/e2e/conftest.py runs a test again after a vswitchd crash)."""
+        try:
+            return self.api.create(collection, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return self.api.get(f"{collection}/{body['metadata']['name']}")
+
     def create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
         ns = manifest["metadata"]["namespace"]
-        return self.api.create(f"/api/v1/namespaces/{ns}/pods", manifest)
+        return self.create_or_get(f"/api/v1/namespaces/{ns}/pods", manifest)
 
     def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

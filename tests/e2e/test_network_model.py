@@ -82,8 +82,8 @@ def create_deployment(cluster: Cluster, namespace: str, name: str, replicas: int
     cluster.namespace(namespace)
     eventually(lambda: _exists(cluster, f"/api/v1/namespaces/{namespace}/serviceaccounts/"
                                "default"), what=f"ServiceAccount {namespace}/default")
-    cluster.api.create(f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                       deployment(namespace, name, replicas))
+    cluster.create_or_get(f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                          deployment(namespace, name, replicas))
 
 
 def _exists(cluster: Cluster, path: str) -> bool:

@@ -1,8 +1,9 @@
 """The outside reaches Services, without kube-proxy: NodePort on every node's external IP,
 spec.externalIPs, LoadBalancer ingress IPs (assigned by the sandbox's cloud, sandbox.lbpool)
 and externalTrafficPolicy Local (the client's own address reaches the pod; a node without a
-local endpoint does not serve). Real control plane, real packets from the outside namespace
-(198.51.100.1, the internet beyond the nodes' gateway routers)."""
+local endpoint does not serve); and node ports on the nodes' own addresses. Real control
+plane, real packets from the outside namespace (198.51.100.1, the internet beyond the
+nodes' gateway routers) and from the nodes' namespaces."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> dict[str
                      "ports": [{"name": "tcp", "port": 80, "targetPort": PORT},
                                {"name": "udp", "port": 80, "targetPort": PORT,
                                 "protocol": "UDP"}], **spec}}
-    return cluster.api.create(f"/api/v1/namespaces/{NS}/services", body)
+    return cluster.create_or_get(f"/api/v1/namespaces/{NS}/services", body)
 
 
 def node_port(service: dict[str, Any], proto: str = "TCP") -> int:
@@ -145,3 +146,23 @@ def test_changing_the_type_back_releases_the_address(cluster_sandbox: Sandbox,
                10, "the address released")
     eventually(lambda: probe(cluster_sandbox.config.outside_netns, ip, 80,
                              timeout=0.5) is None, 10, f"{ip} no longer served")
+
+
+def test_node_port_answers_on_every_nodes_own_address(cluster_sandbox: Sandbox,
+                                                      cluster: Cluster, web: list[Pod]) -> None:
+    """From another node and from the node itself, to the node's InternalIP: the agent's
+    nft table (node/nodeports.py) hands it to the Service's cluster IP."""
+    svc = make_service(cluster, "np-own", "web", type="NodePort")
+    names = {p.name for p in web}
+    nodes = cluster_sandbox.nodes
+    for target in nodes:
+        for source in nodes:
+            eventually(lambda s=source, t=target: probe(s.netns, t.underlay_ip, node_port(svc),
+                                                        timeout=1) is not None, 10,
+                       f"{source.name} -> {target.name} {target.underlay_ip}:{node_port(svc)}")
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda _, s=source, t=target: probe(
+                    s.netns, t.underlay_ip, node_port(svc), timeout=2), range(8)))
+            assert None not in answers and answered_by(answers) <= names
+        udp = probe(nodes[0].netns, target.underlay_ip, node_port(svc, "UDP"), "udp")
+        assert udp is not None and udp.split()[0] in names

@@ -40,7 +40,7 @@ def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> str:
                      "ports": [{"name": "tcp", "port": 80, "targetPort": "tcp"},
                                {"name": "udp", "port": 80, "targetPort": PORT,
                                 "protocol": "UDP"}], **spec}}
-    return cluster.api.create(f"/api/v1/namespaces/{NS}/services", body)["spec"]["clusterIP"]
+    return cluster.create_or_get(f"/api/v1/namespaces/{NS}/services", body)["spec"]["clusterIP"]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,8 @@ def test_cluster_ip_tcp_and_udp_spread_over_all_backends(cluster_sandbox: Sandbo
     ip = make_service(cluster, "web", "web")
     eventually(lambda: len(nb_backends(cluster_sandbox, f"Service_{NS}/web_TCP")) == 3,
                what="3 backends in NB")
+    # NB first, then northd and each ovn-controller: the first answer says the flows are in.
+    eventually(lambda: probe(client, ip, 80, timeout=1), 10, "a first answer")
     seen = backends_seen(client, ip)
     assert len(seen) == 30, f"only {len(seen)}/30 requests answered"
     assert set(seen) == {p.name for p in pods}
@@ -119,8 +121,10 @@ def test_scaling_moves_backends_within_2s_of_the_slice(cluster_sandbox: Sandbox,
                    f"NB follows the slice to {replicas} backends within 2 s")
         assert time.monotonic() - changed < 2
     pods = ready_pods(cluster_sandbox, cluster, NS, "web", 3)
-    assert set(backends_seen(client, cluster.api.get(
-        f"/api/v1/namespaces/{NS}/services/web")["spec"]["clusterIP"])) == {p.name for p in pods}
+    ip = cluster.api.get(f"/api/v1/namespaces/{NS}/services/web")["spec"]["clusterIP"]
+    # The packets follow once ovn-controller has the new backends (after NB, asserted above).
+    eventually(lambda: set(backends_seen(client, ip)) == {p.name for p in pods}, 10,
+               "the traffic spreads over the 3 backends left")
 
 
 def test_a_pod_reaches_itself_through_its_service(cluster_sandbox: Sandbox,

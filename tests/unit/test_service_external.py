@@ -9,7 +9,7 @@ from controller.services import external_ips, load_balancers
 from northbound import names
 from northbound.rows import LoadBalancerGroup, LogicalRouter
 
-GATEWAYS = {"node1": "198.51.100.11", "node2": "198.51.100.12"}
+GATEWAYS = {"node1": ("198.51.100.11",), "node2": ("198.51.100.12",)}
 PORTS = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}]
 
 
@@ -102,3 +102,4 @@ def test_affinity_applies_to_node_ports_too() -> None:
     svc = service(type="NodePort", sessionAffinity="ClientIP")
     lbs = by_name(load_balancers(svc, TWO, GATEWAYS).rows)
     assert lbs["Service_demo/web_TCP_node_node1"].options == {"affinity_timeout": "10800"}
+
