@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from contract.defaults import SERVICE_CIDR
 from node.cni_protocol import DEFAULT_SOCKET
 
 LOG = logging.getLogger("kovn.node")
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         sb_remote=args.sb_remote, encap_ip=args.encap_ip, datapath_type=args.datapath_type,
         socket=args.socket, annotation_timeout=args.annotation_timeout, bridge=args.bridge,
         kube_netns=args.kube_netns or None, install_timeout=args.ovn_installed_timeout,
-        external=external, external_bridge=args.external_bridge)
+        external=external, external_bridge=args.external_bridge,
+        service_cidr=args.service_cidr)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -88,6 +90,10 @@ def register(subparsers: Any) -> None:
                         "Node as kovn.io/external-ip (needs --external-gateway)")
     parser.add_argument("--external-gateway", metavar="IP",
                         help="the external network's next hop (kovn.io/external-gateway)")
+    parser.add_argument("--service-cidr", default=SERVICE_CIDR, metavar="CIDR",
+                        help="the cluster's Service range (kube-apiserver "
+                             "--service-cluster-ip-range), routed to this node's gateway router "
+                             f"for the node's own connections to Services (default {SERVICE_CIDR})")
     parser.add_argument("--external-bridge", default="br-ex", metavar="BRIDGE",
                         help="the OVS bridge holding the external uplink: with --external-ip "
                         "the agent sets ovn-bridge-mappings=physnet:BRIDGE (default br-ex)")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import gateway
+from contract.defaults import SERVICE_CIDR
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from kube.client import KubeClient, KubeError, annotations, node_path
 from kube.listwatch import CallbackListener, ListWatch
@@ -53,6 +54,8 @@ class AgentConfig:
     external: gateway.ExternalNetwork | None = None
     """The node's external network, published on its Node for its gateway router."""
     external_bridge: str = gateway.DEFAULT_EXTERNAL_BRIDGE
+    service_cidr: str = SERVICE_CIDR
+    """Routed to the node's gateway router, which balances the node's own connections."""
 
     @property
     def tx_off(self) -> bool:
@@ -124,7 +127,7 @@ class Agent:
         """Node ports on this node's own addresses (node/nodeports.py), from a watch of the
         Services; a watch that cannot start yet keeps retrying in its thread."""
         assert self.kube is not None
-        table = self.node_ports = NodePortTable()
+        table = self.node_ports = NodePortTable(service_cidrs=(self.config.service_cidr,))
         if table.nft is None:
             return
         self._services = ListWatch(self.kube, "/api/v1/services",

@@ -1,4 +1,5 @@
-"""NodePorts on the node's own addresses: the host half of kube-proxy's NodePort.
+"""NodePorts on the node's own addresses, and the node's own connections to Services: the
+host half of kube-proxy.
 
 The controller serves every node port on each node's external IP (the gateway router's). A
 connection to one of the node's *own* addresses (its InternalIP on the underlay, its ovn0
@@ -23,6 +24,12 @@ VIP on the router's join address itself answered only from backends on other nod
 Connections from other hosts are forwarded (in through the node's interface, out through
 ovn0), so the table needs `net.ipv4.ip_forward=1` in the node's namespace, as kube-proxy's
 NodePorts do; the agent sets it with the first table.
+
+The node's own connections to a ClusterIP (host-network pods, the kubelet, anything on
+the node) take the same way: the agent routes the service range into ovn0 via the same join
+address, and the router, which holds every Service's load balancer (clusterLBGroup),
+balances them and SNATs to its join address (`lb_force_snat_ip=router_ip`), so replies
+return to it. A node without a gateway router gets neither route.
 
 The whole table is rewritten in one `nft -f` transaction when the set of node ports changes
 (they change when Services do, rarely), so there is never a half-written table; an
@@ -114,8 +121,9 @@ def _enable_forwarding() -> None:
 class NodePortTable:
     """The agent's side: Services in (from a list+watch), table ip kovn out."""
 
-    def __init__(self, ifname: str = "ovn0") -> None:
+    def __init__(self, ifname: str = "ovn0", service_cidrs: tuple[str, ...] = ()) -> None:
         self.ifname = ifname
+        self.service_cidrs = service_cidrs
         self.services: dict[str, Mapping[str, Any]] = {}
         self.target = ""
         """The node's gateway router's external IP; none yet: no table."""
@@ -149,11 +157,13 @@ class NodePortTable:
     def point_at(self, external_ip: str, router_join_ip: str) -> None:
         """Where node ports go: the node's gateway router's external IP, routed into ovn0
         via the router's join address (from the Node's kovn.io/node-network; "" while the
-        node has no gateway router). Cheap when nothing changed: called at every poll."""
+        node has no gateway router), with the service range. Cheap when nothing changed:
+        called at every poll."""
         target = external_ip if external_ip and router_join_ip else ""
         if target and (target, router_join_ip) != self._routed:
             try:
-                sync_link_routes(self.ifname, router_join_ip, [f"{target}/32"])
+                sync_link_routes(self.ifname, router_join_ip,
+                                 [f"{target}/32", *self.service_cidrs])
             except (PlumbingError, OSError) as exc:
                 LOG.warning("route %s via %s on %s: %s (retried at the next poll)", target,
                             router_join_ip, self.ifname, exc)

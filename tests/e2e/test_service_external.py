@@ -1,9 +1,10 @@
 """The outside reaches Services, without kube-proxy: NodePort on every node's external IP,
 spec.externalIPs, LoadBalancer ingress IPs (assigned by the sandbox's cloud, sandbox.lbpool)
 and externalTrafficPolicy Local (the client's own address reaches the pod; a node without a
-local endpoint does not serve); and node ports on the nodes' own addresses. Real control
-plane, real packets from the outside namespace (198.51.100.1, the internet beyond the
-nodes' gateway routers) and from the nodes' namespaces."""
+local endpoint does not serve); node ports on the nodes' own addresses, and the nodes' own
+connections to a ClusterIP. Real control plane, real packets from the outside namespace
+(198.51.100.1, the internet beyond the nodes' gateway routers) and from the nodes'
+namespaces."""
 
 from __future__ import annotations
 
@@ -165,4 +166,22 @@ def test_node_port_answers_on_every_nodes_own_address(cluster_sandbox: Sandbox,
                     s.netns, t.underlay_ip, node_port(svc), timeout=2), range(8)))
             assert None not in answers and answered_by(answers) <= names
         udp = probe(nodes[0].netns, target.underlay_ip, node_port(svc, "UDP"), "udp")
+        assert udp is not None and udp.split()[0] in names
+
+
+def test_every_node_reaches_a_cluster_ip(cluster_sandbox: Sandbox, cluster: Cluster,
+                                         web: list[Pod]) -> None:
+    """kube-proxy's node -> Service path (host-network pods use it too): the agent routes
+    the service range into ovn0 via the node's gateway router, which balances it."""
+    cluster_ip = make_service(cluster, "from-node", "web")["spec"]["clusterIP"]
+    names = {p.name for p in web}
+    for node in cluster_sandbox.nodes:
+        eventually(lambda n=node: probe(n.netns, cluster_ip, 80, timeout=1) is not None, 10,
+                   f"{node.name} -> {cluster_ip}:80")
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _, n=node: probe(n.netns, cluster_ip, 80,
+                                                            timeout=2), range(12)))
+        assert None not in answers and answered_by(answers) <= names
+        assert len(answered_by(answers)) >= 2
+        udp = probe(node.netns, cluster_ip, 80, "udp")
         assert udp is not None and udp.split()[0] in names
