@@ -236,7 +236,10 @@ def format_status(status: dict[str, Any]) -> str:
     width = max((len(d["name"]) for d in status["daemons"]), default=0)
     for d in status["daemons"]:
         state = "running" if d["alive"] else "stopped"
-        lines.append(f"    {d['name']:<{width}}  {state:<7}  pid {d['pid']:<7}  log {d['log']}")
+        crashed = (f"  ({d['crashes']} crash{'es' if d['crashes'] > 1 else ''}, restarted: "
+                   "grep EMER in the log)") if d.get("crashes") else ""
+        lines.append(f"    {d['name']:<{width}}  {state:<7}  pid {d['pid']:<7}  log {d['log']}"
+                     f"{crashed}")
     lines.append("  nodes:")
     for n in status["nodes"]:
         external = f"  external {n['external_ip']}" if n.get("external_ip") else ""

@@ -331,7 +331,8 @@ class Sandbox:
         for d in loaded._daemons:
             pid = procs.live_pid(d)
             daemons.append({"name": d.name, "binary": d.binary, "pid": pid or d.pid,
-                            "alive": pid is not None, "log": d.log, "netns": d.netns})
+                            "alive": pid is not None, "log": d.log, "netns": d.netns,
+                            "crashes": procs.crashes_logged(d)})
         alive = sum(d["alive"] for d in daemons)
         if loaded._phase == "starting" and alive:
             state = "starting"

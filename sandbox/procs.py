@@ -124,6 +124,18 @@ def live_pid(daemon: Daemon) -> int | None:
     return None
 
 
+def crashes_logged(daemon: Daemon) -> int:
+    """How often an OVS daemon aborted (`|EMER|` lines in its log; under `--monitor` each
+    was followed by a restart)."""
+    if daemon.binary not in DAEMON_BINARIES:
+        return 0
+    try:
+        with open(daemon.log, errors="replace") as log:
+            return sum("|EMER|" in line for line in log)
+    except OSError:
+        return 0
+
+
 def start_daemon(
     name: str,
     binary: str,
