@@ -39,6 +39,39 @@ class CallbackListener:
         self.event = event  # type: ignore[method-assign]
 
 
+class Mirror:
+    """A Listener that keeps the watched objects by `namespace/name` and calls `changed`
+    after every snapshot and event, for level-triggered consumers that recompute from
+    `snapshot()` (the node agent's node ports, the sandbox's LoadBalancer addresses)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._changed = changed
+
+    @staticmethod
+    def key(obj: dict[str, Any]) -> str:
+        meta = obj.get("metadata") or {}
+        return f"{meta.get('namespace')}/{meta.get('name')}"
+
+    def listed(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._objects = {self.key(o): o for o in items}
+        self._changed()
+
+    def event(self, kind: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            if kind == "DELETED":
+                self._objects.pop(self.key(obj), None)
+            else:
+                self._objects[self.key(obj)] = obj
+        self._changed()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._objects)
+
+
 class ListWatch:
     def __init__(self, client: KubeClient, path: str, listener: Listener, *,
                  selector: str = "", fields: str = "", timeout: int = 300,

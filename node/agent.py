@@ -25,7 +25,7 @@ from contract import gateway
 from contract.defaults import SERVICE_CIDR
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from kube.client import KubeClient, KubeError, annotations, node_path
-from kube.listwatch import CallbackListener, ListWatch
+from kube.listwatch import ListWatch
 from node.attach import Attachments, AttachSettings
 from node.cni_protocol import DEFAULT_SOCKET, CniError, CniRequest, Code
 from node.cni_server import CniServer
@@ -130,8 +130,7 @@ class Agent:
         table = self.node_ports = NodePortTable(service_cidrs=(self.config.service_cidr,))
         if table.nft is None:
             return
-        self._services = ListWatch(self.kube, "/api/v1/services",
-                                   CallbackListener(table.listed, table.event),
+        self._services = ListWatch(self.kube, "/api/v1/services", table.services,
                                    name="services")
         self._services.start(list_first=False)
 

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kube.listwatch import Mirror
 from node.plumbing import PlumbingError, sync_link_routes
 
 LOG = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ class NodePortTable:
     def __init__(self, ifname: str = "ovn0", service_cidrs: tuple[str, ...] = ()) -> None:
         self.ifname = ifname
         self.service_cidrs = service_cidrs
-        self.services: dict[str, Mapping[str, Any]] = {}
+        self.services = Mirror(self.sync)
+        """Every Service, kept by the agent's list+watch; each change re-renders."""
         self.target = ""
         """The node's gateway router's external IP; none yet: no table."""
         self.applied: tuple[str, list[NodePort]] | None = None
@@ -135,24 +137,6 @@ class NodePortTable:
             LOG.warning("nft not found: node ports are served on the gateway routers' "
                         "external IPs only, not on this node's own addresses "
                         "(install nftables)")
-
-    @staticmethod
-    def _key(svc: Mapping[str, Any]) -> str:
-        meta = svc.get("metadata") or {}
-        return f"{meta.get('namespace')}/{meta.get('name')}"
-
-    def listed(self, items: list[dict[str, Any]]) -> None:
-        with self.lock:
-            self.services = {self._key(s): s for s in items}
-        self.sync()
-
-    def event(self, kind: str, obj: dict[str, Any]) -> None:
-        with self.lock:
-            if kind == "DELETED":
-                self.services.pop(self._key(obj), None)
-            else:
-                self.services[self._key(obj)] = obj
-        self.sync()
 
     def point_at(self, external_ip: str, router_join_ip: str) -> None:
         """Where node ports go: the node's gateway router's external IP, routed into ovn0
@@ -176,7 +160,7 @@ class NodePortTable:
 
     def sync(self) -> None:
         with self.lock:
-            ports = node_ports(self.services.values())
+            ports = node_ports(self.services.snapshot().values())
             if not self.target or (self.target, ports) == self.applied or self.nft is None:
                 return
             done = subprocess.run([self.nft, "-f", "-"],

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kube.client import KubeClient, KubeError
-from kube.listwatch import CallbackListener, ListWatch
+from kube.listwatch import ListWatch, Mirror
 
 LOG = logging.getLogger("kovn.sandbox.lbpool")
 POOL = "198.51.100.240/28"
@@ -75,29 +75,11 @@ class Assigner:
         self.api = api
         network = ipaddress.ip_network(pool)
         self.pool = [str(ip) for ip in network.hosts()]
-        self.services: dict[str, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def key(svc: dict[str, Any]) -> str:
-        return f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
-
-    def listed(self, items: list[dict[str, Any]]) -> None:
-        with self.lock:
-            self.services = {self.key(s): s for s in items}
-        self.sync()
-
-    def event(self, kind: str, obj: dict[str, Any]) -> None:
-        with self.lock:
-            if kind == "DELETED":
-                self.services.pop(self.key(obj), None)
-            else:
-                self.services[self.key(obj)] = obj
-        self.sync()
+        self.services = Mirror(self.sync)
+        """Every Service, kept by the list+watch; each change re-assigns."""
 
     def sync(self) -> None:
-        with self.lock:
-            changes = assign(self.services, self.pool)
+        changes = assign(self.services.snapshot(), self.pool)
         for key, ip in changes.items():
             namespace, name = key.split("/", 1)
             ingress = [{"ip": ip, "ipMode": "VIP"}] if ip else []
@@ -122,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api = KubeClient(args.kubeconfig, pool_size=2, timeout=10)
     assigner = Assigner(api, args.pool)
-    watch = ListWatch(api, SERVICES, CallbackListener(assigner.listed, assigner.event),
-                      name="services")
+    watch = ListWatch(api, SERVICES, assigner.services, name="services")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
