@@ -40,6 +40,18 @@ class Cluster:
                 raise
             return self.api.get(f"{collection}/{body['metadata']['name']}")
 
+    def create_service(self, namespace: str, name: str, app: str, tcp_target: int | str,
+                       udp_target: int | str, **spec: Any) -> dict[str, Any]:
+        """A Service of the pods labelled app=`app` on TCP and UDP port 80 (ports named
+        tcp and udp), with `spec` on top."""
+        body = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"selector": {"app": app},
+                         "ports": [{"name": "tcp", "port": 80, "targetPort": tcp_target},
+                                   {"name": "udp", "port": 80, "targetPort": udp_target,
+                                    "protocol": "UDP"}], **spec}}
+        return self.create_or_get(f"/api/v1/namespaces/{namespace}/services", body)
+
     def create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
         ns = manifest["metadata"]["namespace"]
         return self.create_or_get(f"/api/v1/namespaces/{ns}/pods", manifest)

@@ -44,12 +44,7 @@ def solo(cluster_sandbox: Sandbox, cluster: Cluster) -> Pod:
 
 
 def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> dict[str, Any]:
-    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": app},
-                     "ports": [{"name": "tcp", "port": 80, "targetPort": PORT},
-                               {"name": "udp", "port": 80, "targetPort": PORT,
-                                "protocol": "UDP"}], **spec}}
-    return cluster.create_or_get(f"/api/v1/namespaces/{NS}/services", body)
+    return cluster.create_service(NS, name, app, PORT, PORT, **spec)
 
 
 def node_port(service: dict[str, Any], proto: str = "TCP") -> int:

@@ -34,13 +34,8 @@ def cluster(cluster_sandbox: Sandbox) -> Cluster:
 
 
 def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> str:
-    """The Service's cluster IP."""
-    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": app},
-                     "ports": [{"name": "tcp", "port": 80, "targetPort": "tcp"},
-                               {"name": "udp", "port": 80, "targetPort": PORT,
-                                "protocol": "UDP"}], **spec}}
-    return cluster.create_or_get(f"/api/v1/namespaces/{NS}/services", body)["spec"]["clusterIP"]
+    """The Service's cluster IP (its TCP port targets the pods' port by name)."""
+    return cluster.create_service(NS, name, app, "tcp", PORT, **spec)["spec"]["clusterIP"]
 
 
 @pytest.fixture(scope="module")
