@@ -15,8 +15,10 @@ the external next hop; the join range needs none, it is the GR's own connected n
 a SNAT row per `natOutgoing` Subnet (pods of the other Subnets leave with their pod IP); and
 on `ovn-cluster` one default route and one reroute policy. Rows per node: 10 + S + N for S
 serving Subnets of which N NAT, plus the management port (13 with only `ovn-default`, NAT
-on). Beside them each Subnet owns one `allow` policy for its range, the Cluster one for the
-join and service ranges.
+on) and the Node's Chassis_Template_Var (controller/templates.py: its external IP, which
+the node-port template load balancers use). Beside them each Subnet owns one `allow` policy
+for its range, the Cluster one for the join range and a `drop` for the service range
+(service_range_policy).
 
 The routing scheme, chosen with real packets on OVN 23.03 (2 nodes, a NAT and a routed
 Subnet, pods on both nodes; shell first, as ../shared/sandbox-recipe.sh, then the e2e tests):
@@ -120,6 +122,17 @@ def allow_policy(owner: Owner, cidrs: Iterable[str]) -> RouterPolicy:
         f"ip4.dst == {{{', '.join(ranges)}}}"
     return RouterPolicy(owner=owner, router=names.CLUSTER_ROUTER,
                         priority=CLUSTER_POLICY_PRIORITY, match=match, action="allow")
+
+
+def service_range_policy(owner: Owner, service_cidr: str) -> RouterPolicy:
+    """A packet still addressed to the service range when it reaches the cluster router was
+    not balanced at its switch: a cluster IP port nobody serves, or internalTrafficPolicy
+    Local on a node without a local endpoint. Dropped, as Kubernetes says, rather than
+    routed on to some gateway router, whose own copy of the load balancer (instantiated for
+    its chassis) would hand it to another node's endpoint (seen: a UDP datagram did)."""
+    return RouterPolicy(owner=owner, router=names.CLUSTER_ROUTER,
+                        priority=CLUSTER_POLICY_PRIORITY, match=f"ip4.dst == {service_cidr}",
+                        action="drop")
 
 
 def _link(owner: Owner, router: str, router_port: str, switch: str, switch_port: str,

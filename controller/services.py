@@ -11,6 +11,9 @@ A VIP with no backend rejects (`options:reject=true`: a TCP RST or ICMP unreacha
 ovn-controller within a round trip, never a timeout), and `event=false` keeps ovn-controller
 from reporting every such packet. Every load balancer joins `clusterLBGroup` (member side:
 one mutation per new Service), which every pod switch and gateway router references.
+Node ports and the traffic policies' per-node backends are template load balancers, filled in
+per chassis from the Nodes' Chassis_Template_Var (see load_balancers and
+controller/templates.py): O(1) rows per Service however many nodes.
 
 Headless Services (`clusterIP: None`) and ExternalName Services create nothing.
 """
@@ -42,6 +45,17 @@ MAX_AFFINITY_TIMEOUT = 65535
 DEFAULT_AFFINITY_TIMEOUT = 10800
 """Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds."""
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+FIVE_TUPLE = ("ip_dst", "ip_src", "tp_dst", "tp_src")
+"""selection_fields of every load balancer: the backend is picked by a hash the datapath
+computes while translating (an OpenFlow select group with selection_method=hash) instead of
+`dp_hash`, which costs a recirculation. The userspace datapath drops a packet after 6
+recirculations ("Max recirculation depth exceeded" in ovs-vswitchd's log), and a node port
+balanced to a pod on the same node takes exactly 7 with dp_hash on OVN 23.03: ovn-northd
+cannot write the `lr_in_unsnat` skip flow for a template VIP, so the packet also passes the
+SNAT zone's un-SNAT on its way in. Measured from the outside namespace, 2 nodes with one
+backend each: with dp_hash 8 of 16 connections dropped (every one balanced to the pod on the
+node it entered), with the hash 20 of 20 answered. It leaves a recirculation of headroom on
+every other path too."""
 
 
 def service_owner(key: str) -> Owner:
@@ -139,11 +153,11 @@ def _joined(backends: Iterable[Backend], node: str | None = None) -> str:
 
 def _affinity(spec: Mapping[str, Any], notes: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
     if spec.get("sessionAffinity") != "ClientIP":
-        return {}, ()
+        return {}, FIVE_TUPLE
     timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
         "timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT
     if int(timeout) <= MAX_AFFINITY_TIMEOUT:
-        return {"affinity_timeout": str(int(timeout))}, ()
+        return {"affinity_timeout": str(int(timeout))}, FIVE_TUPLE
     notes.append(f"sessionAffinity timeout {timeout}s is above OVN's cap of "
                  f"{MAX_AFFINITY_TIMEOUT}s: clients stick to a backend by hashing their "
                  "address (selection_fields ip_src, ip_dst) instead, with no timeout")
@@ -176,28 +190,75 @@ def _lb(owner: Owner, name: str, protocol: str, vips: dict[str, str], options: d
                         options=options, selection_fields=selection, member_of=member_of)
 
 
+def traffic_policies(service: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(externalTrafficPolicy Local, internalTrafficPolicy Local)."""
+    spec = service.get("spec") or {}
+    return (spec.get("externalTrafficPolicy") == "Local",
+            spec.get("internalTrafficPolicy") == "Local")
+
+
+def serves_locally(service: Mapping[str, Any]) -> bool:
+    """Whether some of the Service's VIPs go to each node's own endpoints, which the Node
+    then publishes in its Chassis_Template_Var (controller/templates.py)."""
+    return bool(cluster_ips(service)) and any(traffic_policies(service))
+
+
+def _local_var(namespace: str, name: str, protocol: str, port: Mapping[str, Any]) -> str:
+    return names.local_endpoints_var(namespace, name, protocol, str(port.get("port")))
+
+
+def local_endpoints(service: Mapping[str, Any],
+                    slices: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Template variable -> {node: that node's backends of the Service port}, for each
+    port of a Service that serves locally ({} otherwise). The same choice of endpoints as
+    everywhere (ready ones, else serving terminating ones), then split by node."""
+    if not serves_locally(service):
+        return {}
+    meta, spec = service.get("metadata") or {}, service.get("spec") or {}
+    slices = list(slices)
+    found: dict[str, dict[str, str]] = {}
+    for port in spec.get("ports") or ():
+        protocol = port.get("protocol") or "TCP"
+        backends = _backends(slices, port.get("name") or "", protocol, {})
+        per_node: dict[str, list[str]] = {}
+        for target, node in backends:
+            per_node.setdefault(node, []).append(target)
+        found[_local_var(meta.get("namespace") or "", meta.get("name") or "", protocol,
+                         port)] = {node: ",".join(t) for node, t in per_node.items() if node}
+    return found
+
+
+TEMPLATE = {"template": "true", "address-family": "ipv4"}
+NODE_EXTERNAL_IP = "^" + names.NODE_EXTERNAL_IP_VAR
+
+
 def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any]],
-                   gateways: Mapping[str, tuple[str, ...]] | None = None) -> ServiceRows:
-    """The Service's load balancers, the endpoints left out and notes.
+                   gateway_nodes: Iterable[str] = ()) -> ServiceRows:
+    """The Service's load balancers, the endpoints left out and notes. Per protocol, each
+    only when it has VIPs, all in `clusterLBGroup` (every pod switch and gateway router):
 
-    `gateways` maps each node that has a gateway router to the router's addresses that
-    serve node ports: its external IP (to which the node's agent also DNATs the node ports
-    of the node's own addresses, node/nodeports.py). Per protocol:
-    the cluster load balancer (cluster IPs; with externalTrafficPolicy Cluster also the
-    external and LoadBalancer IPs), in `clusterLBGroup`; and per node a load balancer on its
-    gateway router for the node ports on its addresses: with policy Cluster every endpoint
-    (the router's `lb_force_snat_ip` brings replies back through it), with policy Local
-    only the node's own endpoints and `skip_snat` (the pod sees the client's address), the
-    external IPs too, and none at all on a node without local endpoints, which so does not
-    serve them (its router refuses the connection).
+    - `Service_<ns>/<name>_<PROTO>`: the cluster IPs (internalTrafficPolicy Cluster) and,
+      with externalTrafficPolicy Cluster, the external and LoadBalancer IPs, to every
+      endpoint.
+    - `..._node`, a template load balancer: the node ports on `^NODE_EXTERNAL_IP`, which
+      each chassis reads as its own node's external IP (its gateway router's address, to
+      which the agent also DNATs the node ports of the node's own addresses), to every
+      endpoint (the router's `lb_force_snat_ip` brings replies back through it); and, with
+      internalTrafficPolicy Local, the cluster IPs to `^LOCAL_...`, the endpoints on the
+      client's own node.
+    - `..._local`, a template load balancer with `skip_snat` (the pod sees the client's
+      address): with externalTrafficPolicy Local, the node ports to the node's own
+      endpoints; a node without any has an empty value and does not answer.
+    - with externalTrafficPolicy Local, its external and LoadBalancer IPs: per node of
+      `gateway_nodes` (those with a gateway router) that has local endpoints, a plain
+      load balancer on that router, `..._local_<node>`, `skip_snat`. Not a template: OVN
+      23.03 answers ARP for a gateway router's plain VIPs only (measured: a template VIP
+      got no ARP reply), and the outside must find these addresses on exactly the nodes
+      that serve them, as a cloud's health check would.
 
-    Why not one template load balancer (`^NODE_EXTERNAL_IP:<nodePort>`, Chassis_Template_Var):
-    measured on OVN 23.03.1 with the userspace datapath, a template VIP on the gateway
-    router's own address answered only when the chosen backend ran on another node (0 of 5
-    connections to a same-node backend; a plain VIP with the same backends: all of them).
-    The only difference in the logical flows is the `lr_in_unsnat` skip flow ovn-northd
-    writes for a plain VIP (it cannot for a template one). So node ports cost one row per
-    (Service, protocol, node), written as element diffs like every VIP.
+    So a Service costs at most 3 rows per protocol however many nodes there are (plus one
+    per serving node for Local external IPs); what differs per node is one element in each
+    Node's Chassis_Template_Var.
     """
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
     namespace, name = meta.get("namespace") or "", meta.get("name") or ""
@@ -205,47 +266,58 @@ def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any
     ips = cluster_ips(service)
     if not ips:
         return ServiceRows()
-    gateways = gateways or {}
     slices = list(slices)
     notes: list[str] = []
     left_out: dict[str, LeftOut] = {}
     affinity, selection = _affinity(spec, notes)
-    local = spec.get("externalTrafficPolicy") == "Local"
+    external_local, internal_local = traffic_policies(service)
     with_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
     externals = external_ips(service)
     group = frozenset({LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)})
+    gateway_nodes = sorted(set(gateway_nodes)) if external_local and externals else []
     rows = []
     for protocol in PROTOCOLS:
         ports = [p for p in spec.get("ports") or () if (p.get("protocol") or "TCP") == protocol]
         if not ports:
             continue
-        vips: dict[str, str] = {}
-        per_node: dict[str, dict[str, str]] = {node: {} for node in gateways}
+        cluster: dict[str, str] = {}
+        per_node: dict[str, str] = {}
+        local: dict[str, str] = {}
+        on_node: dict[str, dict[str, str]] = {node: {} for node in gateway_nodes}
         for port in ports:
             backends = _backends(slices, port.get("name") or "", protocol, left_out)
             every = _joined(backends)
-            vips.update({f"{ip}:{port['port']}": every for ip in ips})
-            outside = [f"{ip}:{port['port']}" for ip in externals]
+            mine = "^" + _local_var(namespace, name, protocol, port)
+            inside = {f"{ip}:{port['port']}" for ip in ips}
+            (per_node if internal_local else cluster).update(
+                dict.fromkeys(inside, mine if internal_local else every))
+            outside = {f"{ip}:{port['port']}" for ip in externals}
+            if not external_local:
+                cluster.update(dict.fromkeys(outside, every))
+            for node in gateway_nodes:
+                if _joined(backends, node):
+                    on_node[node].update(dict.fromkeys(outside, _joined(backends, node)))
             node_port = port.get("nodePort") if with_node_ports else None
-            if not local:
-                vips.update({vip: every for vip in outside})
-            for node, addresses in gateways.items():
-                mine = _joined(backends, node) if local else every
-                if local and not mine:
-                    continue
-                if local:
-                    per_node[node].update({vip: mine for vip in outside})
-                if node_port:
-                    per_node[node].update({f"{a}:{node_port}": mine for a in addresses})
+            if node_port:
+                vip = f"{NODE_EXTERNAL_IP}:{node_port}"
+                if external_local:
+                    local[vip] = mine
+                else:
+                    per_node[vip] = every
         options = {"hairpin_snat_ip": HAIRPIN_SNAT_IP, **affinity}
-        rows.append(_lb(owner, names.load_balancer(namespace, name, protocol), protocol, vips,
-                        options, selection, group))
-        node_options = {"skip_snat": "true", **affinity} if local else dict(affinity)
-        for node, node_vips in sorted(per_node.items()):
-            if node_vips:
+        for lb_name, vips, extra in (
+                (names.load_balancer(namespace, name, protocol), cluster, {}),
+                (names.node_port_load_balancer(namespace, name, protocol), per_node, TEMPLATE),
+                (names.local_load_balancer(namespace, name, protocol), local,
+                 {**TEMPLATE, "skip_snat": "true"})):
+            if vips:
+                rows.append(_lb(owner, lb_name, protocol, vips, {**options, **extra},
+                                selection, group))
+        for node, vips in on_node.items():
+            if vips:
                 rows.append(_lb(
-                    owner, names.node_load_balancer(namespace, name, protocol, node),
-                    protocol, node_vips, node_options, selection,
+                    owner, names.local_node_load_balancer(namespace, name, protocol, node),
+                    protocol, vips, {**options, "skip_snat": "true"}, selection,
                     frozenset({LogicalRouter.membership(names.gateway_router(node),
                                                         "load_balancer")})))
     if left_out:

@@ -57,10 +57,12 @@ def _router_link(owner: Owner, switch: str, gateway: str, prefixlen: int) -> lis
 
 
 def cluster_rows(config: ClusterConfig) -> list[NbRow]:
-    """The cluster router, the join switch linked to it, the cluster LB group, and the
-    policy keeping traffic to the join and service ranges off the gateways."""
+    """The cluster router, the join switch linked to it, the cluster LB group, the policy
+    keeping traffic to the join range off the gateways and the one dropping what is still
+    addressed to the service range there (gateway.service_range_policy)."""
     return [
-        gateway.allow_policy(CLUSTER, (config.join_cidr, config.service_cidr)),
+        gateway.allow_policy(CLUSTER, (config.join_cidr,)),
+        gateway.service_range_policy(CLUSTER, config.service_cidr),
         LogicalRouter(owner=CLUSTER, name=names.CLUSTER_ROUTER),
         LogicalSwitch(owner=CLUSTER, name=names.JOIN_SWITCH,
                       other_config={"subnet": config.join_cidr}),

@@ -153,11 +153,33 @@ def load_balancer(namespace: str, service: str, protocol: str) -> str:
     return f"Service_{namespace}/{service}_{protocol.upper()}"
 
 
-def node_load_balancer(namespace: str, service: str, protocol: str, node: str) -> str:
-    """A Service's load balancer on one node's gateway router (its node ports on the node's
-    external IP; with externalTrafficPolicy Local also its external IPs, and only the node's
-    own endpoints): `Service_<ns>/<name>_<PROTO>_node_<node>`."""
-    return f"{load_balancer(namespace, service, protocol)}_node_{node}"
+def node_port_load_balancer(namespace: str, service: str, protocol: str) -> str:
+    """The Service's template load balancer for what each node serves in its own way: node
+    ports on `^NODE_EXTERNAL_IP` and, with internalTrafficPolicy Local, its cluster IPs to
+    the node's own endpoints: `Service_<ns>/<name>_<PROTO>_node`."""
+    return f"{load_balancer(namespace, service, protocol)}_node"
+
+
+def local_load_balancer(namespace: str, service: str, protocol: str) -> str:
+    """The template load balancer of externalTrafficPolicy Local (node ports and external
+    IPs to the node's own endpoints, `skip_snat`): `Service_<ns>/<name>_<PROTO>_local`."""
+    return f"{load_balancer(namespace, service, protocol)}_local"
+
+
+def local_node_load_balancer(namespace: str, service: str, protocol: str, node: str) -> str:
+    """externalTrafficPolicy Local's external IPs on one serving node's gateway router:
+    `Service_<ns>/<name>_<PROTO>_local_<node>`."""
+    return f"{local_load_balancer(namespace, service, protocol)}_{node}"
+
+
+NODE_EXTERNAL_IP_VAR = "NODE_EXTERNAL_IP"
+"""Template variable: the node's external IP (its gateway router's), on its chassis."""
+
+
+def local_endpoints_var(namespace: str, service: str, protocol: str, port: str) -> str:
+    """Template variable: a Service port's endpoints on the chassis' own node
+    (`LOCAL_<readable>_<hash>`; template names take only [A-Za-z0-9_])."""
+    return "LOCAL_" + _ovn_safe(namespace, service, protocol.upper(), port)
 
 
 def _ovn_safe(*parts: str) -> str:

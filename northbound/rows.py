@@ -36,10 +36,11 @@ from northbound.rowbase import (
 
 __all__ = [  # the row classes, and the rowbase/membership names callers import from here
     "ACL", "CLUSTER", "CONTAINMENT", "MAP", "MEMBER_SIDE", "NAT", "OPTIONAL", "PLAIN_KINDS",
-    "REFERENCES", "ROW_TYPES", "SCALAR", "SET", "TABLES", "AddressSet", "FieldSpec",
-    "LoadBalancer", "LoadBalancerGroup", "LogicalRouter", "LogicalRouterPort", "LogicalSwitch",
-    "LogicalSwitchPort", "Membership", "NbRow", "Owner", "ParentRef", "PortGroup", "QoS",
-    "RouterPolicy", "StaticRoute", "SwitchACL", "column_kinds", "field_specs",
+    "REFERENCES", "ROW_TYPES", "SCALAR", "SET", "TABLES", "AddressSet", "ChassisTemplateVar",
+    "FieldSpec", "LoadBalancer", "LoadBalancerGroup", "LogicalRouter", "LogicalRouterPort",
+    "LogicalSwitch", "LogicalSwitchPort", "Membership", "NbRow", "Owner", "ParentRef",
+    "PortGroup", "QoS", "RouterPolicy", "StaticRoute", "SwitchACL", "column_kinds",
+    "field_specs",
 ]
 
 
@@ -183,6 +184,19 @@ class LoadBalancerGroup(NbRow):
         return Owner(*parsed) if parsed else Owner("", "")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ChassisTemplateVar(NbRow):
+    """The values ovn-controller on chassis `chassis` substitutes for `^NAME` in template
+    load balancers (`options:template=true`): one row per chassis (the table's index), owned
+    by its Node, so one load balancer serves every node with that node's own address and
+    endpoints (controller/templates.py)."""
+
+    TABLE: ClassVar[str] = "Chassis_Template_Var"
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("chassis",)
+    chassis: str = _col()
+    variables: Mapping[str, str] = _col(MAP, default={})
+
+
 # --- policy ------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class PortGroup(NbRow):
@@ -270,8 +284,8 @@ class DNS(NbRow):
 
 ROW_TYPES: tuple[type[NbRow], ...] = (
     LogicalSwitch, LogicalSwitchPort, LogicalRouter, LogicalRouterPort, StaticRoute,
-    RouterPolicy, NAT, LoadBalancer, LoadBalancerGroup, PortGroup, AddressSet, ACL, SwitchACL,
-    QoS, DNS,
+    RouterPolicy, NAT, LoadBalancer, LoadBalancerGroup, ChassisTemplateVar, PortGroup,
+    AddressSet, ACL, SwitchACL, QoS, DNS,
 )
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(t.TABLE for t in ROW_TYPES))
 NAMED_TABLES: tuple[str, ...] = tuple(dict.fromkeys(

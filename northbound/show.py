@@ -7,6 +7,7 @@ object's rows are printed, under the headers of the rows that contain them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -145,6 +146,31 @@ def _attachments(tables: dict[str, Any]) -> dict[Any, list[str]]:
     return held
 
 
+_TEMPLATE_VAR = re.compile(r"\^([A-Za-z0-9_]+)")
+
+
+def _expand(text: str, variables: dict[str, str]) -> str | None:
+    """`text` with its `^NAME`s substituted; None when one is not set."""
+    if any(name not in variables for name in _TEMPLATE_VAR.findall(text)):
+        return None
+    return _TEMPLATE_VAR.sub(lambda m: variables[m[1]], text)
+
+
+def _instances(lb: Any, tables: dict[str, Any]) -> list[str]:
+    """What each chassis makes of a template load balancer: its VIPs with that chassis'
+    variables substituted, as ovn-controller does there."""
+    lines = []
+    for row in sorted(tables["Chassis_Template_Var"].rows.values(), key=lambda r: r.chassis):
+        variables = dict(row.variables)
+        for vip, backends in sorted(lb.vips.items()):
+            key, value = _expand(vip, variables), _expand(backends, variables)
+            if key is None or value is None:
+                lines.append(f"on {row.chassis}: {vip} not served (a variable is not set)")
+            else:
+                lines.append(f"on {row.chassis}: {key} -> {value or '(none here: dropped)'}")
+    return lines
+
+
 def _load_balancers(tree: _Tree, tables: dict[str, Any]) -> None:
     attached = _attachments(tables)
     for lb in sorted(tables["Load_Balancer"].rows.values(), key=lambda r: r.name):
@@ -159,12 +185,18 @@ def _load_balancers(tree: _Tree, tables: dict[str, Any]) -> None:
         left_out = lb.external_ids.get(names.LEFT_OUT_KEY)
         if left_out:
             body.append(f"left out: {left_out}")
+        if lb.options.get("template") == "true":
+            body += _instances(lb, tables)
         tree.block(0, "Load_Balancer", lb, f"load balancer {lb.name} ({proto})", body, [])
     for group in sorted(tables["Load_Balancer_Group"].rows.values(), key=lambda r: r.name):
         body = [f"members: {len(group.load_balancer)}",
                 "on: " + (", ".join(sorted(attached.get(group.uuid, ()))) or "nothing")]
         tree.block(0, "Load_Balancer_Group", group, f"load balancer group {group.name}", body,
                    [])
+    for row in sorted(tables["Chassis_Template_Var"].rows.values(), key=lambda r: r.chassis):
+        body = [f"{k} = {v!r}" for k, v in sorted(row.variables.items())] or ["no variables"]
+        tree.block(0, "Chassis_Template_Var", row, f"template variables of chassis {row.chassis}",
+                   body, [])
     on_switch: dict[Any, list[str]] = {}
     for ls in tables["Logical_Switch"].rows.values():
         for record in ls.dns_records:

@@ -9,7 +9,9 @@ annotations (contract/gateway.py), which the node agent writes. A malformed or o
 one is reported as an Event on the Node, and the node is served without a gateway router:
 its management port stays, and its pods leave through the other nodes' gateways (the ECMP
 default route on ovn-cluster), rather than the whole node being set aside for an optional
-feature.
+feature. Its Chassis_Template_Var (controller/templates.py) holds the node's external IP
+and its own endpoints of the Services that serve locally, so the Node follows those
+Services and their EndpointSlices (operators/services.py).
 
 Ordering, as for pods: the rows are committed first, the annotation written after, so a
 recorded address is always one NB has. A crash in between leaves rows with an address no
@@ -23,9 +25,10 @@ import logging
 
 from contract import gateway as external_network
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
-from controller import gateway, topology
+from controller import gateway, templates, topology
 from controller.ipam import IPAMError, Pool
 from northbound import names
+from operators import services
 from operators.kubeapi import KubeError, node_path
 from operators.state import JOIN_POOL, Batch, State
 
@@ -121,6 +124,9 @@ def sync_node(state: State, batch: Batch, name: str) -> None:
     if external is not None:
         rows += gateway.gateway_rows(gateway.Gateway(name, gr_ip, external, serving),
                                      state.config)
+    variables = templates.node_variables(name, external.address if external else None,
+                                         services.local_services(state))
+    rows.append(templates.template_var_row(owner, name, variables))
     batch.rows[owner] = rows
     encoded = network.encode()
     if obj["metadata"].get("annotations", {}).get(NODE_NETWORK) == encoded:

@@ -1,10 +1,11 @@
 """Services: their load balancers, from the Service and its EndpointSlices.
 
 A Service's rows are recomputed when the Service or any of its EndpointSlices changes (the
-EndpointSlice kind is indexed by Service, and Services follow it), and, for the Services
-with per-node rows (node ports, externalTrafficPolicy Local), when a node's gateway comes,
-goes or moves; the plan then writes only the VIPs that moved, element by element, so one endpoint
-change touches one row.
+EndpointSlice kind is indexed by Service, and Services follow it); the plan then writes only
+the VIPs that moved, element by element, so one endpoint change touches one row. Nodes come
+and go without touching them: what differs per node lives in each Node's
+Chassis_Template_Var (controller/templates.py), which follows the Services that serve
+locally and their EndpointSlices (the nodes of their endpoints).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 from contract.gateway import EXTERNAL_GATEWAY, EXTERNAL_IP
 from controller import services
 from northbound import names
-from operators import nodes
 from operators.cache import Dirty, Obj
-from operators.selection import SERVICE_INDEX
+from operators.selection import SERVICE_INDEX, service_keys
 from operators.state import Batch, State
 
 LOG = logging.getLogger(__name__)
@@ -29,22 +29,38 @@ def slices_of(state: State, key: str) -> list[dict]:
     return [s for s in found if s is not None]
 
 
-def gateways(state: State) -> dict[str, tuple[str, ...]]:
-    """Node -> its gateway router's addresses that serve node ports (its external IP), for
-    the nodes that have a gateway router."""
-    found = {}
-    for name, obj in sorted(state.cache.snapshot("nodes").items()):
-        external = nodes.external_network_of(state, name, obj)
-        if external is not None:
-            found[name] = (external.address,)
+LOCAL_INDEX = "serves-locally"
+
+
+def local_keys(obj: Obj) -> tuple[str, ...]:
+    """Index of the Services whose VIPs go to each node's own endpoints, so a Node's
+    translator finds them without scanning every Service."""
+    return ("local",) if services.serves_locally(obj) else ()
+
+
+def local_services(state: State) -> list[tuple[Obj, list[dict]]]:
+    """(Service, its EndpointSlices) for every Service that serves locally."""
+    found = []
+    for key in sorted(state.cache.indexed("services", LOCAL_INDEX, "local")):
+        svc = state.cache.get("services", key)
+        if svc is not None:
+            found.append((svc, slices_of(state, key)))
     return found
 
 
-def uses_nodes(service: Obj) -> bool:
-    """Rows per node's gateway: node ports, and externalTrafficPolicy Local."""
-    spec = service.get("spec") or {}
-    return (spec.get("type") in ("NodePort", "LoadBalancer")
-            or spec.get("externalTrafficPolicy") == "Local")
+def gateway_nodes(state: State) -> list[str]:
+    """The nodes that have a gateway router."""
+    from operators.nodes import external_network_of  # nodes imports this module
+
+    return [name for name, obj in sorted(state.cache.snapshot("nodes").items())
+            if external_network_of(state, name, obj) is not None]
+
+
+def serves_outside_locally(service: Obj) -> bool:
+    """externalTrafficPolicy Local with external or LoadBalancer IPs: rows on the
+    gateway routers of the nodes with endpoints."""
+    return (services.traffic_policies(service)[0]
+            and bool(services.external_ips(service)))
 
 
 def sync_service(state: State, batch: Batch, key: str) -> None:
@@ -54,7 +70,8 @@ def sync_service(state: State, batch: Batch, key: str) -> None:
         batch.rows[owner] = []
         return
     result = services.load_balancers(obj, slices_of(state, key),
-                                     gateways(state) if uses_nodes(obj) else None)
+                                     gateway_nodes(state) if serves_outside_locally(obj)
+                                     else ())
     for note in result.notes:
         state.report(f"service-note/{key}", obj, "ServiceNote", note, kind="Normal")
     rows: list = list(result.rows)
@@ -74,7 +91,7 @@ def follow_subnets(state: State, dirty: Dirty) -> None:
 
 def follow_nodes(cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
     """A node's gateway (its external annotations) coming, going or moving concerns the
-    Services whose rows are per node (node ports, externalTrafficPolicy Local)."""
+    Services with rows on the gateway routers of their endpoints' nodes."""
     def external(obj: Obj | None) -> Any:
         if obj is None:
             return None
@@ -83,4 +100,32 @@ def follow_nodes(cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
 
     if external(old) == external(new):
         return []
-    return [key for key, svc in cache.snapshot("services").items() if uses_nodes(svc)]
+    return [key for key in cache.indexed("services", LOCAL_INDEX, "local")
+            if (svc := cache.get("services", key)) is not None and serves_outside_locally(svc)]
+
+
+def nodes_follow_services(cache: Any, old: Obj | None, new: Obj | None) -> list[str]:
+    """A Service starting, stopping or changing (its ports) to serve locally changes a
+    variable of every Node's Chassis_Template_Var."""
+    def local_ports(obj: Obj | None) -> Any:
+        if obj is None or not services.serves_locally(obj):
+            return None
+        return [(p.get("port"), p.get("protocol")) for p in obj["spec"].get("ports") or ()]
+
+    if local_ports(old) == local_ports(new):
+        return []
+    return list(cache.snapshot("nodes"))
+
+
+def nodes_follow_slices(cache: Any, old: Obj | None, new: Obj | None) -> set[str]:
+    """An EndpointSlice of a Service that serves locally concerns the nodes of its
+    endpoints, before and after."""
+    found: set[str] = set()
+    for obj in (old, new):
+        if obj is None:
+            continue
+        if not any((svc := cache.get("services", k)) is not None
+                   and services.serves_locally(svc) for k in service_keys(obj)):
+            continue
+        found.update(e["nodeName"] for e in obj.get("endpoints") or () if e.get("nodeName"))
+    return found

@@ -180,3 +180,30 @@ def test_every_node_reaches_a_cluster_ip(cluster_sandbox: Sandbox, cluster: Clus
         assert len(answered_by(answers)) >= 2
         udp = probe(node.netns, cluster_ip, 80, "udp")
         assert udp is not None and udp.split()[0] in names
+
+
+def test_internal_traffic_policy_local_stays_on_the_clients_node(
+        cluster_sandbox: Sandbox, cluster: Cluster, web: list[Pod], solo: Pod) -> None:
+    """internalTrafficPolicy Local: a pod reaches only the endpoints on its own node (the
+    template backends each chassis fills in), and nothing when its node has none."""
+    solo_ip = make_service(cluster, "itp-solo", "solo",
+                           internalTrafficPolicy="Local")["spec"]["clusterIP"]
+    web_ip = make_service(cluster, "itp-web", "web",
+                          internalTrafficPolicy="Local")["spec"]["clusterIP"]
+    on_node = {p.node: {q.name for q in web if q.node == p.node} for p in web}
+    for client in web:
+        eventually(lambda c=client: probe(c.netns, web_ip, 80, timeout=1) is not None, 10,
+                   f"{client.name} -> {web_ip}:80")
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _, c=client: probe(c.netns, web_ip, 80, timeout=2),
+                                    range(6)))
+        assert None not in answers and answered_by(answers) <= on_node[client.node], answers
+    near = [p for p in web if p.node == solo.node]
+    far = [p for p in web if p.node != solo.node]
+    for client in near:
+        answer = eventually(lambda c=client: probe(c.netns, solo_ip, 80, timeout=1), 10,
+                            f"{client.name} -> {solo_ip}:80 on solo's node")
+        assert answer.split()[0] == solo.name
+    for client in far:  # no endpoint on this node: dropped, not sent to the other node
+        assert probe(client.netns, solo_ip, 80, timeout=0.5) is None
+        assert probe(client.netns, solo_ip, 80, "udp", timeout=0.5) is None

@@ -36,6 +36,7 @@ from bench.services import (
     service_name,
     slice_manifest,
 )
+from contract.gateway import ExternalNetwork
 from kube.client import KubeClient
 from northbound import names
 from sandbox.cluster import Sandbox
@@ -49,6 +50,7 @@ PROBE = "probe"
 the EndpointSlice controller makes when pods expose different ports: adding an http
 endpoint must change the :80 VIP and leave the :9090 one alone."""
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+NODES_NS = "t-svc-nodes"
 
 
 @pytest.fixture
@@ -141,3 +143,56 @@ def test_services_cost_one_row_each_and_one_endpoint_one_element(
         f"only the :80 VIP's value may change (element-sized), got {diff['vips']}"
     assert set(diff["vips"][http].split(",")) == want
     assert after == {**before, http: diff["vips"][http]}, "the :9090 VIP is as it was"
+
+
+def gateway_node(name: str, index: int) -> dict:
+    """A Node object with an external network, as a node agent publishes it: the controller
+    gives it a gateway router and a Chassis_Template_Var (no kubelet, no chassis needed)."""
+    network = ExternalNetwork(f"198.51.100.{60 + index}/24", "198.51.100.1")
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": network.annotations()}}
+
+
+def test_a_node_port_service_costs_the_same_rows_on_2_and_on_4_nodes(
+        kube_sandbox: Sandbox, controller: ControllerProcess) -> None:
+    """Node ports are one template load balancer on `^NODE_EXTERNAL_IP`: the nodes add one
+    Chassis_Template_Var each (theirs), never a row of the Service's."""
+    api = KubeClient(kube_sandbox.kubeconfig)
+    ensure_namespace(api, NODES_NS)
+    manifest = service_manifest(NODES_NS, "np")
+    manifest["spec"]["type"] = "NodePort"
+    api.create(f"/api/v1/namespaces/{NODES_NS}/services", manifest)
+    api.create(f"/apis/discovery.k8s.io/v1/namespaces/{NODES_NS}/endpointslices",
+               slice_manifest(NODES_NS, "np", endpoint_ips(0)))
+    counts = {}
+    added: list[str] = []
+    try:
+        with NbMonitor(kube_sandbox.nb_remote) as nb:
+            for total in (2, 4):
+                while len(added) < total:
+                    name = f"gw{len(added) + 1}"
+                    api.create("/api/v1/nodes", gateway_node(name, len(added)))
+                    added.append(name)
+
+                def ready(total: int = total) -> bool:
+                    routers = {r["name"] for r in nb.rows["Logical_Router"].values()}
+                    chassis = {r["chassis"]: r["variables"]
+                               for r in nb.rows["Chassis_Template_Var"].values()}
+                    lbs = {r["name"]: r for r in nb.rows["Load_Balancer"].values()}
+                    node_lb = lbs.get(names.node_port_load_balancer(NODES_NS, "np", "TCP"))
+                    return (all(f"GR_{n}" in routers and "NODE_EXTERNAL_IP" in chassis.get(n, {})
+                                for n in added[:total])
+                            and node_lb is not None and len(backends(node_lb)) == 1)
+
+                nb.until(ready, 30, what=f"{total} gateway routers and the node-port LB")
+                nb.quiet(1.0)
+                with nb.cond:
+                    counts[total] = owned_rows(nb, names.OwnerType.SERVICE, f"{NODES_NS}/np")
+    finally:
+        for name in added:
+            api.delete(f"/api/v1/nodes/{name}")
+        delete_services(api, NODES_NS)
+        api.close()
+    print(f"\nrows owned by a NodePort Service: {dict(counts[2])} with 2 nodes, "
+          f"{dict(counts[4])} with 4")
+    assert counts[2] == counts[4] == Counter({"Load_Balancer": 2}), counts

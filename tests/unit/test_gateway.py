@@ -21,6 +21,7 @@ from northbound import names
 from northbound.rows import (
     CLUSTER,
     NAT,
+    ChassisTemplateVar,
     LogicalRouter,
     LogicalRouterPort,
     LogicalSwitch,
@@ -167,7 +168,9 @@ def test_cluster_ranges_are_allowed_above_the_egress_policies() -> None:
     cluster = [r for r in topology.cluster_rows(CONFIG) if isinstance(r, RouterPolicy)]
     subnet = [r for r in topology.subnet_rows(ROUTED, CONFIG) if isinstance(r, RouterPolicy)]
     assert [(p.owner, p.match, p.action) for p in cluster + subnet] == [
-        (CLUSTER, "ip4.dst == {10.96.0.0/16, 100.64.0.0/16}", "allow"),
+        (CLUSTER, "ip4.dst == 100.64.0.0/16", "allow"),
+        # what is still addressed to the service range was not balanced: dropped
+        (CLUSTER, "ip4.dst == 10.96.0.0/16", "drop"),
         (Owner(names.OwnerType.SUBNET, "routed"), "ip4.dst == 10.71.0.0/24", "allow")]
     assert all(p.priority == CLUSTER_POLICY_PRIORITY > EGRESS_POLICY_PRIORITY
                for p in cluster + subnet)
@@ -223,11 +226,12 @@ class FakeKube:
 
 
 def _state(*nodes: dict):  # -> operators.state.State
-    from operators.cache import CacheKind, ClusterCache
+    from operators.cache import ClusterCache
+    from operators.kinds import KINDS
     from operators.state import State
 
     state = State(config=CONFIG, kube=FakeKube(),  # type: ignore[arg-type]
-                  cache=ClusterCache([CacheKind("nodes")]))
+                  cache=ClusterCache([k.cache_kind() for k in KINDS]))
     state.subnets = {s.name: s for s in (DEFAULT, ROUTED)}
     for node in nodes:
         state.cache.store("nodes", node)
@@ -248,10 +252,14 @@ def test_sync_node_builds_the_gateway_and_records_its_address() -> None:
     nodes.sync_node(state, batch, "node1")
     nodes.sync_node(state, batch, "node2")
     rows1 = batch.rows[NODE]
-    assert len(rows1) == 1 + 13  # the management port and the gateway
+    assert len(rows1) == 1 + 13 + 1  # the management port, the gateway, the template vars
     assert named(rows1, "GR_node1") and named(rows1, "node-node1")
+    (variables,) = [r for r in rows1 if isinstance(r, ChassisTemplateVar)]
+    assert variables.chassis == "node1"
+    assert variables.variables == {"NODE_EXTERNAL_IP": EXT.address}
     rows2 = batch.rows[Owner(names.OwnerType.NODE, "node2")]
-    assert [r.name for r in rows2] == ["node-node2"]  # no external network, no gateway
+    # no external network, no gateway, no variables but the (empty) row
+    assert [getattr(r, "name", r.TABLE) for r in rows2] == ["node-node2", "Chassis_Template_Var"]
     recorded = {p.key: NodeNetwork.decode(p.token) for p in batch.after_commit}
     pool = state.ipam.pool(JOIN_POOL)
     assert recorded["node1"].gateway_router_ip == pool.ip_of("GR_node1")
@@ -281,7 +289,8 @@ def test_a_bad_external_network_is_reported_and_the_node_keeps_its_port() -> Non
     bad = {EXTERNAL_IP: "10.71.0.9/24", EXTERNAL_GATEWAY: "10.71.0.1"}  # inside Subnet routed
     state, batch = _state(_node("node1", bad)), Batch()
     nodes.sync_node(state, batch, "node1")
-    assert [r.name for r in batch.rows[NODE]] == ["node-node1"]
+    assert [getattr(r, "name", r.TABLE) for r in batch.rows[NODE]] == [
+        "node-node1", "Chassis_Template_Var"]
     [(reason, message)] = state.kube.events
     assert reason == "InvalidExternalNetwork" and "overlaps the subnet routed" in message
     nodes.sync_node(state, batch, "node1")

@@ -13,6 +13,7 @@ from northbound.rows import (
     DNS,
     NAT,
     AddressSet,
+    ChassisTemplateVar,
     LoadBalancer,
     LoadBalancerGroup,
     LogicalRouter,
@@ -103,6 +104,8 @@ SAMPLES: dict[type[NbRow], NbRow] = {
         match='inport == "default_web-1"', bandwidth={"rate": 10000, "burst": 1000},
         action={"dscp": 10},
     ),
+    ChassisTemplateVar: ChassisTemplateVar(owner=NODE, chassis="node1",
+                                     variables={"NODE_EXTERNAL_IP": "198.51.100.11"}),
     DNS: DNS(
         owner=Owner(names.OwnerType.SERVICE, "default/web"), row_key="dns:default/web",
         records={"web.default.svc.cluster.local": "10.96.0.20"},
@@ -266,7 +269,7 @@ def test_key(row: NbRow, key: str) -> None:
     ids=[t.__name__ for t in rows.ROW_TYPES],
 )
 def test_named_tables(row_type: type[NbRow], named: bool) -> None:
-    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute, RouterPolicy, DNS}
+    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute, RouterPolicy, DNS, ChassisTemplateVar}
     assert named is (row_type not in unnamed)
     assert SAMPLES[row_type].NAMED is named
 

@@ -1,16 +1,26 @@
-"""controller.services, outside -> Service: node ports (a load balancer per node's gateway
-router), externalIPs, LoadBalancer ingress IPs and externalTrafficPolicy Local."""
+"""controller.services and controller.templates, outside -> Service: node ports (one template
+load balancer on `^NODE_EXTERNAL_IP`), externalIPs, LoadBalancer ingress IPs, and the traffic
+policies' Local (template backends `^LOCAL_...` that each Node's Chassis_Template_Var fills
+with its own endpoints)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from controller.services import external_ips, load_balancers
+from controller.services import (
+    FIVE_TUPLE,
+    external_ips,
+    load_balancers,
+    local_endpoints,
+    serves_locally,
+)
+from controller.templates import node_variables
 from northbound import names
 from northbound.rows import LoadBalancerGroup, LogicalRouter
 
-GATEWAYS = {"node1": ("198.51.100.11",), "node2": ("198.51.100.12",)}
 PORTS = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}]
+LOCAL = "^" + names.local_endpoints_var("demo", "web", "TCP", "80")
+TEMPLATE = {"template": "true", "address-family": "ipv4"}
 
 
 def service(**spec: Any) -> dict[str, Any]:
@@ -34,22 +44,24 @@ def by_name(rows: Any) -> dict[str, Any]:
     return {r.name: r for r in rows}
 
 
-def test_node_ports_are_vips_on_each_gateway_router() -> None:
-    lbs = by_name(load_balancers(service(type="NodePort"), TWO, GATEWAYS).rows)
-    assert set(lbs) == {"Service_demo/web_TCP", "Service_demo/web_TCP_node_node1",
-                        "Service_demo/web_TCP_node_node2"}
-    node1 = lbs["Service_demo/web_TCP_node_node1"]
-    assert node1.vips == {"198.51.100.11:30080": BACKENDS}
-    assert node1.options == {}  # the router's lb_force_snat_ip brings replies back
-    assert node1.member_of == {LogicalRouter.membership("GR_node1", "load_balancer")}
-    assert lbs["Service_demo/web_TCP_node_node2"].vips == {"198.51.100.12:30080": BACKENDS}
+def options(lb: Any) -> dict[str, str]:
+    return {k: v for k, v in lb.options.items() if k != "hairpin_snat_ip"}
+
+
+def test_node_ports_are_one_template_load_balancer_for_every_node() -> None:
+    lbs = by_name(load_balancers(service(type="NodePort"), TWO).rows)
+    assert set(lbs) == {"Service_demo/web_TCP", "Service_demo/web_TCP_node"}
+    node = lbs["Service_demo/web_TCP_node"]
+    assert node.vips == {"^NODE_EXTERNAL_IP:30080": BACKENDS}
+    assert options(node) == TEMPLATE  # the router's lb_force_snat_ip brings replies back
+    assert node.selection_fields == FIVE_TUPLE
+    assert node.member_of == {LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)}
     cluster = lbs["Service_demo/web_TCP"]
-    assert cluster.vips == {"10.96.0.10:80": BACKENDS}
-    assert cluster.member_of == {LoadBalancerGroup.membership(names.CLUSTER_LB_GROUP)}
+    assert cluster.vips == {"10.96.0.10:80": BACKENDS} and options(cluster) == {}
 
 
 def test_a_cluster_ip_service_has_no_node_port_even_if_a_port_names_one() -> None:
-    rows = load_balancers(service(type="ClusterIP"), TWO, GATEWAYS).rows
+    rows = load_balancers(service(type="ClusterIP"), TWO).rows
     assert [r.name for r in rows] == ["Service_demo/web_TCP"]
 
 
@@ -58,10 +70,10 @@ def test_external_and_load_balancer_ips_are_vips_of_the_cluster_load_balancer() 
                   status={"loadBalancer": {"ingress": [{"ip": "198.51.100.200"},
                                                        {"hostname": "lb.example"}]}})
     assert external_ips(svc) == ["198.51.100.200", "198.51.100.210"]
-    lbs = by_name(load_balancers(svc, TWO, GATEWAYS).rows)
+    lbs = by_name(load_balancers(svc, TWO).rows)
     assert lbs["Service_demo/web_TCP"].vips == {
         "10.96.0.10:80": BACKENDS, "198.51.100.200:80": BACKENDS, "198.51.100.210:80": BACKENDS}
-    assert lbs["Service_demo/web_TCP_node_node1"].vips == {"198.51.100.11:30080": BACKENDS}
+    assert lbs["Service_demo/web_TCP_node"].vips == {"^NODE_EXTERNAL_IP:30080": BACKENDS}
 
 
 def test_ingress_ips_count_only_for_type_load_balancer() -> None:
@@ -69,37 +81,70 @@ def test_ingress_ips_count_only_for_type_load_balancer() -> None:
     assert external_ips(svc) == []
 
 
-def test_external_traffic_policy_local_is_per_node_with_local_endpoints_only() -> None:
+def test_external_traffic_policy_local_goes_to_each_nodes_own_endpoints() -> None:
     svc = service(type="LoadBalancer", externalTrafficPolicy="Local",
                   status={"loadBalancer": {"ingress": [{"ip": "198.51.100.200"}]}})
     one_node = slices(("10.16.0.4", "node1"), ("10.16.0.6", "node1"))
-    lbs = by_name(load_balancers(svc, one_node, GATEWAYS).rows)
-    assert set(lbs) == {"Service_demo/web_TCP", "Service_demo/web_TCP_node_node1"}
-    local = lbs["Service_demo/web_TCP_node_node1"]
-    assert local.vips == {"198.51.100.11:30080": "10.16.0.4:8080,10.16.0.6:8080",
-                          "198.51.100.200:80": "10.16.0.4:8080,10.16.0.6:8080"}
-    assert local.options == {"skip_snat": "true"}
+    mine = "10.16.0.4:8080,10.16.0.6:8080"
+    lbs = by_name(load_balancers(svc, one_node, ["node1", "node2"]).rows)
+    assert set(lbs) == {"Service_demo/web_TCP", "Service_demo/web_TCP_local",
+                        "Service_demo/web_TCP_local_node1"}
+    local = lbs["Service_demo/web_TCP_local"]
+    assert local.vips == {"^NODE_EXTERNAL_IP:30080": LOCAL}
+    assert options(local) == {**TEMPLATE, "skip_snat": "true"}
+    # The LoadBalancer IP: a plain VIP on the gateway router of the node with endpoints
+    # only (so only that router answers ARP for it).
+    on_node1 = lbs["Service_demo/web_TCP_local_node1"]
+    assert on_node1.vips == {"198.51.100.200:80": mine}
+    assert options(on_node1) == {"skip_snat": "true"}
+    assert on_node1.member_of == {LogicalRouter.membership("GR_node1", "load_balancer")}
     # Inside the cluster the Service still balances over every endpoint.
-    assert lbs["Service_demo/web_TCP"].vips == {"10.96.0.10:80": "10.16.0.4:8080,10.16.0.6:8080"}
+    assert lbs["Service_demo/web_TCP"].vips == {"10.96.0.10:80": mine}
+    # Each node's chassis fills ^LOCAL_... with its own endpoints, and with nothing when it
+    # has none: an empty value drops (Kubernetes' rule), it does not fall back to others.
+    var = LOCAL[1:]
+    assert node_variables("node1", "198.51.100.11", [(svc, one_node)]) == {
+        "NODE_EXTERNAL_IP": "198.51.100.11", var: mine}
+    assert node_variables("node2", None, [(svc, one_node)]) == {var: ""}
+    # An endpoint on a node without a gateway router serves its IP from nowhere.
+    assert "Service_demo/web_TCP_local_node1" not in by_name(
+        load_balancers(svc, one_node, ["node2"]).rows)
 
 
-def test_local_policy_follows_the_endpoints_nodes() -> None:
-    svc = service(type="NodePort", externalTrafficPolicy="Local")
-    lbs = by_name(load_balancers(svc, TWO, GATEWAYS).rows)
-    assert lbs["Service_demo/web_TCP_node_node1"].vips == {"198.51.100.11:30080": "10.16.0.4:8080"}
-    assert lbs["Service_demo/web_TCP_node_node2"].vips == {"198.51.100.12:30080": "10.16.0.5:8080"}
-    # An endpoint on a node without a gateway router serves only from inside.
-    lbs = by_name(load_balancers(svc, slices(("10.16.0.9", "node3")), GATEWAYS).rows)
-    assert set(lbs) == {"Service_demo/web_TCP"}
+def test_internal_traffic_policy_local_sends_cluster_ips_to_the_clients_node() -> None:
+    svc = service(type="NodePort", internalTrafficPolicy="Local")
+    lbs = by_name(load_balancers(svc, TWO).rows)
+    assert set(lbs) == {"Service_demo/web_TCP_node"}
+    assert lbs["Service_demo/web_TCP_node"].vips == {"10.96.0.10:80": LOCAL,
+                                                    "^NODE_EXTERNAL_IP:30080": BACKENDS}
+    assert local_endpoints(svc, TWO) == {LOCAL[1:]: {"node1": "10.16.0.4:8080",
+                                                     "node2": "10.16.0.5:8080"}}
+
+
+def test_only_local_policies_make_node_variables() -> None:
+    assert not serves_locally(service(type="NodePort"))
+    assert serves_locally(service(externalTrafficPolicy="Local"))
+    assert not serves_locally(service(clusterIP="None", clusterIPs=["None"],
+                                      internalTrafficPolicy="Local"))
+    assert node_variables("node1", "198.51.100.11", [(service(), TWO)]) == {
+        "NODE_EXTERNAL_IP": "198.51.100.11"}
 
 
 def test_node_ports_without_endpoints_reject() -> None:
-    lbs = by_name(load_balancers(service(type="NodePort"), [], GATEWAYS).rows)
-    assert lbs["Service_demo/web_TCP_node_node1"].options["reject"] == "true"
+    lbs = by_name(load_balancers(service(type="NodePort"), []).rows)
+    assert lbs["Service_demo/web_TCP_node"].options["reject"] == "true"
 
 
 def test_affinity_applies_to_node_ports_too() -> None:
     svc = service(type="NodePort", sessionAffinity="ClientIP")
-    lbs = by_name(load_balancers(svc, TWO, GATEWAYS).rows)
-    assert lbs["Service_demo/web_TCP_node_node1"].options == {"affinity_timeout": "10800"}
+    lbs = by_name(load_balancers(svc, TWO).rows)
+    assert options(lbs["Service_demo/web_TCP_node"]) == {**TEMPLATE, "affinity_timeout": "10800"}
 
+
+def test_show_expands_templates_as_a_chassis_does() -> None:
+    from northbound.show import _expand
+
+    variables = {"NODE_EXTERNAL_IP": "198.51.100.11", LOCAL[1:]: ""}
+    assert _expand("^NODE_EXTERNAL_IP:30080", variables) == "198.51.100.11:30080"
+    assert _expand(LOCAL, variables) == ""  # set but empty: dropped there
+    assert _expand("^UNSET:80", variables) is None  # not served there

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.services import HAIRPIN_SNAT_IP, cluster_ips, load_balancers
+from controller.services import FIVE_TUPLE, HAIRPIN_SNAT_IP, cluster_ips, load_balancers
 from northbound import names
 from northbound.rows import LoadBalancerGroup
 
@@ -97,8 +97,8 @@ def test_no_endpoints_reject_fast() -> None:
 
 
 @pytest.mark.parametrize(("config", "options", "fields", "noted"), [
-    ({}, {"affinity_timeout": "10800"}, (), False),
-    ({"clientIP": {"timeoutSeconds": 30}}, {"affinity_timeout": "30"}, (), False),
+    ({}, {"affinity_timeout": "10800"}, FIVE_TUPLE, False),
+    ({"clientIP": {"timeoutSeconds": 30}}, {"affinity_timeout": "30"}, FIVE_TUPLE, False),
     ({"clientIP": {"timeoutSeconds": 86400}}, {}, ("ip_dst", "ip_src"), True),
 ])
 def test_client_ip_affinity(config: dict, options: dict, fields: tuple, noted: bool) -> None:
