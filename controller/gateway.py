@@ -11,10 +11,11 @@ Per node (owner: the Node): the gateway router `GR_<node>` bound to the node's c
 back through it) and the cluster LB group; its join link (address from the join pool,
 recorded in the Node's `kovn.io/node-network`); the external switch with its localnet port;
 routes on the GR (each serving Subnet via the cluster router's join address, 0.0.0.0/0 via
-the external next hop; the join range needs none, it is the GR's own connected network);
+the external next hop, the service range to `discard`: what the GR did not balance; the join
+range needs none, it is the GR's own connected network);
 a SNAT row per `natOutgoing` Subnet (pods of the other Subnets leave with their pod IP); and
-on `ovn-cluster` one default route and one reroute policy. Rows per node: 10 + S + N for S
-serving Subnets of which N NAT, plus the management port (13 with only `ovn-default`, NAT
+on `ovn-cluster` one default route and one reroute policy. Rows per node: 11 + S + N for S
+serving Subnets of which N NAT, plus the management port (14 with only `ovn-default`, NAT
 on) and the Node's Chassis_Template_Var (controller/templates.py: its external IP, which
 the node-port template load balancers use). Beside them each Subnet owns one `allow` policy
 for its range, the Cluster one for the join range and a `drop` for the service range
@@ -166,6 +167,10 @@ def gateway_rows(gateway: Gateway, config: ClusterConfig) -> list[NbRow]:
                           type="localnet", addresses=("unknown",),
                           options={"network_name": PHYSICAL_NETWORK}),
         StaticRoute(owner=owner, router=gr, ip_prefix=DEFAULT_ROUTE, nexthop=external.gateway),
+        # The GR balances the service range for its node (the agent routes it there); what
+        # it did not balance (a port nobody serves, internalTrafficPolicy Local without a
+        # local endpoint) is dropped, not sent to the default route's outside router.
+        StaticRoute(owner=owner, router=gr, ip_prefix=config.service_cidr, nexthop="discard"),
         StaticRoute(owner=owner, router=names.CLUSTER_ROUTER, ip_prefix=DEFAULT_ROUTE,
                     nexthop=gateway.join_ip),
         RouterPolicy(owner=owner, router=names.CLUSTER_ROUTER, priority=EGRESS_POLICY_PRIORITY,

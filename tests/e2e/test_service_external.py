@@ -207,3 +207,11 @@ def test_internal_traffic_policy_local_stays_on_the_clients_node(
     for client in far:  # no endpoint on this node: dropped, not sent to the other node
         assert probe(client.netns, solo_ip, 80, timeout=0.5) is None
         assert probe(client.netns, solo_ip, 80, "udp", timeout=0.5) is None
+    # The nodes themselves too (through their gateway routers).
+    for node in cluster_sandbox.nodes:
+        if node.name == solo.node:
+            answer = eventually(lambda n=node: probe(n.netns, solo_ip, 80, timeout=1), 10,
+                                f"{node.name} -> {solo_ip}:80")
+            assert answer.split()[0] == solo.name
+        else:
+            assert probe(node.netns, solo_ip, 80, "udp", timeout=0.5) is None

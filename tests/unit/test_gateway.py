@@ -94,7 +94,7 @@ def test_every_row_is_the_nodes_and_unique() -> None:
     assert all(r.owner == NODE for r in rows)
     assert len({r.ident for r in rows}) == len(rows)
     # 10 + S + N: 2 serving Subnets, 1 of them natOutgoing
-    assert len(rows) == 10 + 2 + 1
+    assert len(rows) == 11 + 2 + 1
 
 
 def test_gateway_router() -> None:
@@ -140,6 +140,7 @@ def test_routes() -> None:
                                                               StaticRoute)}
     assert routes == {
         ("GR_node1", "0.0.0.0/0", "198.51.100.1"),  # out: the external next hop
+        ("GR_node1", "10.96.0.0/16", "discard"),  # the service range it did not balance
         ("GR_node1", "10.16.0.0/16", "100.64.0.1"),  # back: each Subnet via ovn-cluster
         ("GR_node1", "10.71.0.0/24", "100.64.0.1"),
         ("ovn-cluster", "0.0.0.0/0", "100.64.0.4"),  # this node's member of the ECMP default
@@ -187,8 +188,8 @@ def test_policies_of_two_nodes_do_not_collide() -> None:
 
 def test_without_subnets_no_subnet_routes_and_no_nat() -> None:
     rows = gateway_rows(Gateway("node1", "100.64.0.4", EXT, ()), CONFIG)
-    assert not of(rows, NAT) and len(of(rows, StaticRoute)) == 2
-    assert len(rows) == 10
+    assert not of(rows, NAT) and len(of(rows, StaticRoute)) == 3
+    assert len(rows) == 11
 
 
 def test_rows_follow_natoutgoing_and_the_subnet_set() -> None:
@@ -252,7 +253,7 @@ def test_sync_node_builds_the_gateway_and_records_its_address() -> None:
     nodes.sync_node(state, batch, "node1")
     nodes.sync_node(state, batch, "node2")
     rows1 = batch.rows[NODE]
-    assert len(rows1) == 1 + 13 + 1  # the management port, the gateway, the template vars
+    assert len(rows1) == 1 + 14 + 1  # the management port, the gateway, the template vars
     assert named(rows1, "GR_node1") and named(rows1, "node-node1")
     (variables,) = [r for r in rows1 if isinstance(r, ChassisTemplateVar)]
     assert variables.chassis == "node1"
