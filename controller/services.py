@@ -295,8 +295,8 @@ def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any
             if not external_local:
                 cluster.update(dict.fromkeys(outside, every))
             for node in gateway_nodes:
-                if _joined(backends, node):
-                    on_node[node].update(dict.fromkeys(outside, _joined(backends, node)))
+                if on_this := _joined(backends, node):
+                    on_node[node].update(dict.fromkeys(outside, on_this))
             node_port = port.get("nodePort") if with_node_ports else None
             if node_port:
                 vip = f"{NODE_EXTERNAL_IP}:{node_port}"

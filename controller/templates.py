@@ -6,10 +6,11 @@ chassis' variables, so one row per Service serves every node in that node's own 
 port's endpoints on this node (externalTrafficPolicy / internalTrafficPolicy Local). The
 Node owns its row (the table's index is the chassis: one row each), and the row holds a
 variable for every port of every Service that serves locally, empty on a node without such
-endpoints: an empty template value drops the traffic (Kubernetes' rule for Local with no
-local endpoint), while an undefined one would leave the VIP untranslated and the packet
-routed on towards the service range. The chassis name is the node name (the agent sets
-`system-id`). Pure.
+endpoints (so every chassis parses every template). There the VIP is not balanced, and the
+packet, still addressed to the service range, meets the drop policy on ovn-cluster or the
+discard route on the gateway router (controller/gateway.py): Kubernetes' rule for Local
+with no local endpoint. The chassis name is the node name (the agent sets `system-id`).
+Pure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 from controller.services import local_endpoints
 from northbound import names
-from northbound.rows import ChassisTemplateVar, Owner
 
 
 def node_variables(node: str, external_ip: str | None,
@@ -34,6 +34,3 @@ def node_variables(node: str, external_ip: str | None,
             variables[var] = per_node.get(node, "")
     return variables
 
-
-def template_var_row(owner: Owner, node: str, variables: Mapping[str, str]) -> ChassisTemplateVar:
-    return ChassisTemplateVar(owner=owner, chassis=node, variables=dict(variables))

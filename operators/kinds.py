@@ -18,7 +18,7 @@ from typing import Any
 from contract.gateway import EXTERNAL_IP
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
-from operators import nodes, pods, services, subnets
+from operators import endpoints, nodes, pods, services, subnets
 from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
 from operators.selection import (
     LABEL_INDEX,
@@ -130,8 +130,8 @@ KINDS: tuple[Kind, ...] = (
          indexes=(IndexSpec(LABEL_INDEX, label_keys),)),
     Kind("nodes", "Node", "v1", "/api/v1/nodes", status=("addresses",),
          owner_type=names.OwnerType.NODE,
-         follows={"services": services.nodes_follow_services,
-                  "endpointslices": services.nodes_follow_slices},
+         follows={"services": endpoints.nodes_follow_services,
+                  "endpointslices": endpoints.nodes_follow_slices},
          sync_one=nodes.sync_node, restore=nodes.restore),
     Kind("pods", "Pod", "v1", "/api/v1/pods", spec=("nodeName", "hostNetwork"),
          status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
@@ -142,7 +142,7 @@ KINDS: tuple[Kind, ...] = (
          watch=LISTWATCH, indexes=(IndexSpec(SERVICE_INDEX, service_keys),)),
     Kind("services", "Service", "v1", "/api/v1/services", spec=None, status=("loadBalancer",),
          watch=LISTWATCH, owner_type=names.OwnerType.SERVICE,
-         indexes=(IndexSpec(services.LOCAL_INDEX, services.local_keys),),
+         indexes=(IndexSpec(endpoints.LOCAL_INDEX, endpoints.local_keys),),
          follows={"endpointslices": services_follow_slices, "nodes": services.follow_nodes},
          sync_one=services.sync_service),
 )

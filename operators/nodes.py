@@ -11,7 +11,7 @@ its management port stays, and its pods leave through the other nodes' gateways 
 default route on ovn-cluster), rather than the whole node being set aside for an optional
 feature. Its Chassis_Template_Var (controller/templates.py) holds the node's external IP
 and its own endpoints of the Services that serve locally, so the Node follows those
-Services and their EndpointSlices (operators/services.py).
+Services and their EndpointSlices (operators/endpoints.py).
 
 Ordering, as for pods: the rows are committed first, the annotation written after, so a
 recorded address is always one NB has. A crash in between leaves rows with an address no
@@ -28,7 +28,8 @@ from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from controller import gateway, templates, topology
 from controller.ipam import IPAMError, Pool
 from northbound import names
-from operators import services
+from northbound.rows import ChassisTemplateVar
+from operators.endpoints import local_services
 from operators.kubeapi import KubeError, node_path
 from operators.state import JOIN_POOL, Batch, State
 
@@ -125,8 +126,8 @@ def sync_node(state: State, batch: Batch, name: str) -> None:
         rows += gateway.gateway_rows(gateway.Gateway(name, gr_ip, external, serving),
                                      state.config)
     variables = templates.node_variables(name, external.address if external else None,
-                                         services.local_services(state))
-    rows.append(templates.template_var_row(owner, name, variables))
+                                         local_services(state))
+    rows.append(ChassisTemplateVar(owner=owner, chassis=name, variables=variables))
     batch.rows[owner] = rows
     encoded = network.encode()
     if obj["metadata"].get("annotations", {}).get(NODE_NETWORK) == encoded:

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,6 +85,15 @@ def create_deployment(cluster: Cluster, namespace: str, name: str, replicas: int
                                "default"), what=f"ServiceAccount {namespace}/default")
     cluster.create_or_get(f"/apis/apps/v1/namespaces/{namespace}/deployments",
                           deployment(namespace, name, replicas))
+
+
+def web_and_solo(kubeconfig: Path, namespace: str) -> Cluster:
+    """The Service tests' workloads in `namespace`: Deployment `web` (3 pods, spread over the
+    nodes) and `solo` (1 pod), created once per module; a client for the cluster."""
+    cluster = Cluster(kubeconfig)
+    create_deployment(cluster, namespace, "web", 3)
+    create_deployment(cluster, namespace, "solo", 1)
+    return cluster
 
 
 def _exists(cluster: Cluster, path: str) -> bool:

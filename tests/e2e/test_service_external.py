@@ -18,7 +18,7 @@ from sandbox.controlplane import eventually
 from sandbox.lbpool import POOL
 from sandbox.probe import probe
 from tests.e2e.controlplane import Cluster
-from tests.e2e.test_network_model import PORT, Pod, create_deployment, ready_pods
+from tests.e2e.test_network_model import PORT, Pod, ready_pods, web_and_solo
 
 pytestmark = pytest.mark.e2e
 NS = "svc-out"
@@ -27,10 +27,7 @@ EXTERNAL_IP = "198.51.100.230"
 
 @pytest.fixture(scope="module")
 def cluster(cluster_sandbox: Sandbox) -> Cluster:
-    cluster = Cluster(cluster_sandbox.kubeconfig)
-    create_deployment(cluster, NS, "web", 3)
-    create_deployment(cluster, NS, "solo", 1)
-    return cluster
+    return web_and_solo(cluster_sandbox.kubeconfig, NS)
 
 
 @pytest.fixture(scope="module")

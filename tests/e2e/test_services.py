@@ -19,7 +19,7 @@ from sandbox.controlplane import eventually, pod_manifest
 from sandbox.podruntime import find_record
 from sandbox.probe import probe
 from tests.e2e.controlplane import Cluster, condition
-from tests.e2e.test_network_model import PORT, create_deployment, ready_pods
+from tests.e2e.test_network_model import PORT, ready_pods, web_and_solo
 
 pytestmark = pytest.mark.e2e
 NS = "svc"
@@ -27,10 +27,7 @@ NS = "svc"
 
 @pytest.fixture(scope="module")
 def cluster(cluster_sandbox: Sandbox) -> Cluster:
-    cluster = Cluster(cluster_sandbox.kubeconfig)
-    create_deployment(cluster, NS, "web", 3)
-    create_deployment(cluster, NS, "solo", 1)
-    return cluster
+    return web_and_solo(cluster_sandbox.kubeconfig, NS)
 
 
 def make_service(cluster: Cluster, name: str, app: str, **spec: Any) -> str:
