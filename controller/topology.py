@@ -14,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 
 from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
-from controller import gateway
+from controller import aclorder, gateway
 from controller.config import ClusterConfig
+from controller.services import HAIRPIN_SNAT_IP
 from controller.subnets import SubnetSpec
 from northbound import names
 from northbound.rows import (
@@ -25,6 +26,8 @@ from northbound.rows import (
     LogicalRouterPort,
     LogicalSwitch,
     LogicalSwitchPort,
+    Meter,
+    MeterBand,
     NbRow,
     Owner,
     SwitchACL,
@@ -56,6 +59,11 @@ def _router_link(owner: Owner, switch: str, gateway: str, prefixlen: int) -> lis
     ]
 
 
+ACL_LOG_RATE = 20
+"""Log lines per second per logging ACL (`fair`: each ACL gets its own share), so a flood of
+denied packets cannot flood ovn-controller's log."""
+
+
 def cluster_rows(config: ClusterConfig) -> list[NbRow]:
     """The cluster router, the join switch linked to it, the cluster LB group, the policy
     keeping traffic to the join range off the gateways and the one dropping what is still
@@ -68,6 +76,8 @@ def cluster_rows(config: ClusterConfig) -> list[NbRow]:
                       other_config={"subnet": config.join_cidr}),
         *_router_link(CLUSTER, names.JOIN_SWITCH, config.join_gateway, config.join_prefixlen),
         LoadBalancerGroup(name=names.CLUSTER_LB_GROUP),
+        Meter(owner=CLUSTER, name=names.ACL_LOG_METER, fair=True),
+        MeterBand(owner=CLUSTER, meter=names.ACL_LOG_METER, rate=ACL_LOG_RATE),
     ]
 
 
@@ -88,20 +98,21 @@ def subnet_rows(spec: SubnetSpec, config: ClusterConfig | None = None) -> list[N
 
 
 def private_acls(spec: SubnetSpec, config: ClusterConfig) -> list[NbRow]:
-    """`private: true`: only the subnet itself, the nodes (join) and `allowSubnets` may open
-    connections to its pods. Its own traffic out is committed to conntrack (allow-related),
-    so replies to connections its pods open still come back."""
+    """`private: true`: only the subnet itself, the nodes (join), hairpin traffic and
+    `allowSubnets` may open connections to its pods, whatever a NetworkPolicy allows (a drop
+    above the policies' priorities: controller/aclorder.py). Its own traffic out is committed
+    to conntrack (allow-related), so replies to connections its pods open still come back."""
     owner = subnet_owner(spec.name)
     switch = names.subnet_switch(spec.name)
-    allowed = ", ".join(dict.fromkeys([spec.cidr, config.join_cidr, *spec.allow_subnets]))
+    allowed = ", ".join(dict.fromkeys([spec.cidr, config.join_cidr, HAIRPIN_SNAT_IP,
+                                       *spec.allow_subnets]))
     return [
-        SwitchACL(owner=owner, switch=switch, direction="from-lport", priority=1000,
-                  match=f"ip4.src == {spec.cidr}", action="allow-related"),
-        SwitchACL(owner=owner, switch=switch, direction="to-lport", priority=1000,
-                  match=f"ip4.dst == {spec.cidr} && ip4.src == {{{allowed}}}",
+        SwitchACL(owner=owner, switch=switch, direction="from-lport",
+                  priority=aclorder.PRIVATE_COMMIT, match=f"ip4.src == {spec.cidr}",
                   action="allow-related"),
-        SwitchACL(owner=owner, switch=switch, direction="to-lport", priority=999,
-                  match=f"ip4.dst == {spec.cidr}", action="drop"),
+        SwitchACL(owner=owner, switch=switch, direction="to-lport",
+                  priority=aclorder.PRIVATE_DROP,
+                  match=f"ip4.dst == {spec.cidr} && ip4.src != {{{allowed}}}", action="drop"),
     ]
 
 

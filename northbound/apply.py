@@ -139,19 +139,28 @@ def write_plan(txn: Any, tables: dict[str, Any], plan: Plan,
         if name is not None:
             resolve.created[(row.TABLE, name)] = idl_row
         inserted.append((row, idl_row))
-    # Link only once every new row exists, so creates may come in any order.
+    # Link only once every new row exists, so creates may come in any order. A new container
+    # gets its new children in one write: the IDL fills a fresh row's column that needs at
+    # least one element (Meter.bands) with a placeholder, which an added value would keep.
+    new_rows = {id(idl_row) for _, idl_row in inserted}
+    fresh_children: dict[tuple[int, str], tuple[Any, list[Any]]] = {}
     for row, idl_row in inserted:
         parent_ref = row.parent()
         if parent_ref:
-            resolve.require(parent_ref.table, parent_ref.name, row).addvalue(
-                parent_ref.column, idl_row
-            )
+            holder = resolve.require(parent_ref.table, parent_ref.name, row)
+            if id(holder) in new_rows:
+                fresh_children.setdefault((id(holder), parent_ref.column),
+                                          (holder, []))[1].append(idl_row)
+            else:
+                holder.addvalue(parent_ref.column, idl_row)
         for column, (target, targets) in row.references().items():
             if targets:
                 setattr(idl_row, column,
                         [resolve.require(target, n, row) for n in sorted(targets)])
         for m in sorted(row.member_of):
             resolve.require(m.table, m.name, row).addvalue(m.column, idl_row)
+    for (_, column), (holder, children) in fresh_children.items():
+        setattr(holder, column, children)
 
     for op in plan.updates:
         idl_row = tables[op.row.TABLE].rows[op.uuid]

@@ -21,7 +21,24 @@ POD_UID_KEY = "kovn.io/pod-uid"
 """UID of the pod a port belongs to, so a re-created pod of the same name is a new port."""
 LEFT_OUT_KEY = "kovn.io/left-out"
 """On a Service's load balancers: endpoints that are not backends, and why (`kovn show`)."""
+# What an ACL is for, so Events, log lines and `kovn trace` can say which policy decided.
+ACL_ROLE_KEY = "kovn.io/acl"
+"""`policy` (a NetworkPolicy rule), `default-deny` (a namespace's isolation) or `always`
+(what isolation still lets through: ARP/ND, the nodes, hairpin); see AclRole."""
+POLICY_KEY = "kovn.io/policy"
+"""`ns/name` of the NetworkPolicy of a policy ACL; the namespace for the other roles."""
+DIRECTION_KEY = "kovn.io/direction"
+"""`ingress` or `egress` (Kubernetes' terms, not OVN's from-lport/to-lport)."""
+RULE_KEY = "kovn.io/rule"
+"""Index of the rule in the policy's spec.ingress / spec.egress; for `always`: what it lets
+through (arp-nd, nodes, hairpin)."""
 OWNED_KEYS = (OWNER_TYPE_KEY, OWNER_KEY)
+
+
+class AclRole(StrEnum):
+    POLICY = "policy"
+    DEFAULT_DENY = "default-deny"
+    ALWAYS = "always"
 
 
 class OwnerType(StrEnum):
@@ -34,6 +51,9 @@ class OwnerType(StrEnum):
     SUBNET = "Subnet"
     NAMESPACE = "Namespace"
     QOS_POLICY = "QoSPolicy"
+    PEER_SET = "PeerSet"
+    """A NetworkPolicy peer's pods (an Address_Set), shared by every policy with the same
+    (namespace, selectors): no Kubernetes object of its own, it lives while a policy uses it."""
     CLUSTER = "Cluster"
 
 
@@ -206,14 +226,44 @@ def default_deny_port_group(namespace: str, direction: str) -> str:
     return _ovn_safe("kovn_deny", namespace, direction)
 
 
-def policy_address_set(namespace: str, policy: str, direction: str, peer: int) -> str:
-    """Address set of one peer of a NetworkPolicy rule."""
-    return _ovn_safe("kovn_as", namespace, policy, direction, str(peer))
+def named_port_group(namespace: str, policy: str, protocol: str, port: str, number: int) -> str:
+    """Port group of the pods a NetworkPolicy selects whose container port `port` (a name)
+    on `protocol` is `number`: an ingress rule by port name allows each pod its own number."""
+    return _ovn_safe("kovn_np", namespace, policy, protocol.upper(), port, str(number))
 
 
-def namespace_address_set(namespace: str) -> str:
-    """Address set of every pod IP in a namespace (used by namespaceSelector peers)."""
-    return _ovn_safe("kovn_ns", namespace)
+def peer_address_set(scope: str, digest: str) -> str:
+    """Address set of a peer's pods, shared by every policy with the same peer: `scope` is
+    the namespace of a podSelector-only peer ('' for namespaceSelector peers), `digest` a
+    hash of the selectors (and of a named port's resolution, for egress by port name)."""
+    return _ovn_safe("kovn_peer", scope or "all", digest)
+
+
+NODES_ADDRESS_SET = "kovn_nodes"
+"""Address set of the nodes' management port addresses: isolated pods still accept them
+(kubelet probes, host-network pods)."""
+ACL_LOG_METER = "kovn-acl-logging"
+"""The Meter that rate-limits the log lines of ACLs with logging on (a namespace's
+kovn.io/acl-logging annotation)."""
+ACL_NAME_MAX = 63
+"""NB schema: ACL.name is at most 63 characters; it is what OVN's ACL log lines print."""
+
+
+def policy_acl_name(namespace: str, policy: str, direction: str, rule: int | str) -> str:
+    """`<ns>/<policy>:<ingress|egress>:<rule>`, shortened (with a hash) to fit 63 chars."""
+    return _fit_acl_name(f"{namespace}/{policy}:{direction}:{rule}")
+
+
+def default_deny_acl_name(namespace: str, direction: str) -> str:
+    """`<ns>:default-deny:<ingress|egress>`."""
+    return _fit_acl_name(f"{namespace}:default-deny:{direction}")
+
+
+def _fit_acl_name(text: str) -> str:
+    if len(text) <= ACL_NAME_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:ACL_NAME_MAX - 10]}~{digest}"
 
 
 def owner_ids(owner_type: OwnerType | str, owner: str) -> dict[str, str]:

@@ -38,7 +38,8 @@ __all__ = [  # the row classes, and the rowbase/membership names callers import 
     "ACL", "CLUSTER", "CONTAINMENT", "MAP", "MEMBER_SIDE", "NAT", "OPTIONAL", "PLAIN_KINDS",
     "REFERENCES", "ROW_TYPES", "SCALAR", "SET", "TABLES", "AddressSet", "ChassisTemplateVar",
     "FieldSpec", "LoadBalancer", "LoadBalancerGroup", "LogicalRouter", "LogicalRouterPort",
-    "LogicalSwitch", "LogicalSwitchPort", "Membership", "NbRow", "Owner", "ParentRef",
+    "LogicalSwitch", "LogicalSwitchPort", "Membership", "Meter", "MeterBand", "NbRow", "Owner",
+    "ParentRef",
     "PortGroup", "QoS", "RouterPolicy", "StaticRoute", "SwitchACL", "column_kinds",
     "field_specs",
 ]
@@ -226,6 +227,7 @@ class _AclColumns(NbRow):
     name: str | None = _col(OPTIONAL, default=None)
     log: bool = _col(default=False)
     severity: str | None = _col(OPTIONAL, default=None)
+    meter: str | None = _col(OPTIONAL, default=None)
     options: Mapping[str, str] = _col(MAP, default={})
 
     def __post_init__(self) -> None:
@@ -271,6 +273,29 @@ class QoS(NbRow):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Meter(NbRow):
+    """A rate limit by name (ACL.meter): e.g. how many ACL log lines per second."""
+
+    TABLE: ClassVar[str] = "Meter"
+    name: str = _col()
+    unit: str = _col(default="pktps")
+    fair: bool | None = _col(OPTIONAL, default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterBand(NbRow):
+    """The band of a Meter (one per meter here): drop beyond `rate` per second."""
+
+    TABLE: ClassVar[str] = "Meter_Band"
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = ("meter",)
+    row_key: str = field(default="", metadata={"kind": "key"})
+    meter: str = _parent("Meter", "bands")
+    action: str = _col(default="drop")
+    rate: int = _col()
+    burst_size: int = _col(default=0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class DNS(NbRow):
     """Names ovn-controller answers itself for the ports of the switches holding this row
     (`Logical_Switch.dns_records`, member side): `records` maps a lowercase name to its
@@ -285,7 +310,7 @@ class DNS(NbRow):
 ROW_TYPES: tuple[type[NbRow], ...] = (
     LogicalSwitch, LogicalSwitchPort, LogicalRouter, LogicalRouterPort, StaticRoute,
     RouterPolicy, NAT, LoadBalancer, LoadBalancerGroup, ChassisTemplateVar, PortGroup,
-    AddressSet, ACL, SwitchACL, QoS, DNS,
+    AddressSet, ACL, SwitchACL, QoS, DNS, Meter, MeterBand,
 )
 TABLES: tuple[str, ...] = tuple(dict.fromkeys(t.TABLE for t in ROW_TYPES))
 NAMED_TABLES: tuple[str, ...] = tuple(dict.fromkeys(

@@ -76,14 +76,16 @@ class ClusterCache:
         self._changed = threading.Condition(threading.RLock())
 
     # --- writes (watch threads) --------------------------------------------------------------
-    def store(self, kind: str, obj: Obj) -> None:
+    def store(self, kind: str, obj: Obj, quiet: bool = False) -> None:
+        """`quiet`: the worker storing a derived object it handles itself in this flush
+        (its own kind is not marked dirty; its followers still are)."""
         with self._changed:
-            self._put(kind, key_of(obj), obj)
+            self._put(kind, key_of(obj), obj, quiet)
             self._changed.notify()
 
-    def forget(self, kind: str, obj: Mapping[str, Any]) -> None:
+    def forget(self, kind: str, obj: Mapping[str, Any], quiet: bool = False) -> None:
         with self._changed:
-            self._put(kind, key_of(obj), None)
+            self._put(kind, key_of(obj), None, quiet)
             self._changed.notify()
 
     def replace_all(self, kind: str, objs: Iterable[Obj]) -> None:
@@ -102,7 +104,7 @@ class ClusterCache:
             self._dirty.of(kind).update(keys)
             self._changed.notify()
 
-    def _put(self, kind: str, key: str, obj: Obj | None) -> None:
+    def _put(self, kind: str, key: str, obj: Obj | None, quiet: bool = False) -> None:
         old = self.objects[kind].get(key)
         if obj is None:
             self.objects[kind].pop(key, None)
@@ -120,7 +122,8 @@ class ClusterCache:
             if obj is not None:
                 for ikey in index.keys(obj):
                     table.setdefault(ikey, set()).add(key)
-        self._dirty.of(kind).add(key)
+        if not quiet:
+            self._dirty.of(kind).add(key)
         for follower, fanout in self._followers.get(kind, ()):
             self._dirty.of(follower).update(fanout(self, old, obj))
 

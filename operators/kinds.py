@@ -18,7 +18,7 @@ from typing import Any
 from contract.gateway import EXTERNAL_IP
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
-from operators import endpoints, nodes, pods, services, subnets
+from operators import endpoints, nodes, pods, policies, services, subnets
 from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
 from operators.selection import (
     LABEL_INDEX,
@@ -30,7 +30,9 @@ from operators.selection import (
 )
 from operators.state import Batch, State
 
-KOPF, LISTWATCH = "kopf", "listwatch"
+KOPF, LISTWATCH, DERIVED = "kopf", "listwatch", "derived"
+"""How a kind is fed: kopf's watch, the generic list+watch, or not from the API at all (the
+worker stores derived objects, e.g. the peer sets NetworkPolicies share)."""
 META_FIELDS = ("name", "namespace", "uid", "annotations", "deletionTimestamp",
                "creationTimestamp", "finalizers", "resourceVersion", "generation", "labels")
 
@@ -49,6 +51,9 @@ class Kind:
     """status fields kept (None: all of it)."""
     top: tuple[str, ...] = ()
     """Other top-level fields kept (an EndpointSlice's `endpoints`, a ConfigMap's `data`)."""
+    reduce: Callable[[Mapping[str, Any], Obj], None] | None = None
+    """Keeps a part of the full object that the field lists cannot say (a pod's container
+    ports, not its containers), writing it into the slim object."""
     watch: str = KOPF
     owner_type: str | None = None
     """OwnerType of its NB rows (owner name = cache key): Events and retries find it."""
@@ -85,6 +90,8 @@ class Kind:
         for name in self.top:
             if name in obj:
                 out[name] = obj[name]
+        if self.reduce is not None:
+            self.reduce(obj, out)
         return out
 
     def cache_kind(self) -> CacheKind:
@@ -121,13 +128,19 @@ def services_follow_slices(_cache: Any, old: Obj | None, new: Obj | None) -> set
     return {k for obj in (old, new) if obj is not None for k in service_keys(obj)}
 
 
+def container_ports(obj: Mapping[str, Any], out: Obj) -> None:
+    """A pod's containers shrink to their ports (NetworkPolicy resolves port names)."""
+    ports = [{"ports": c["ports"]} for c in (obj.get("spec") or {}).get("containers") or ()
+             if c.get("ports")]
+    if ports:
+        out.setdefault("spec", {})["containers"] = ports
+
+
 KINDS: tuple[Kind, ...] = (
     Kind("subnets", "Subnet", "kovn.io/v1", "/apis/kovn.io/v1/subnets", spec=None, status=None,
          owner_type=names.OwnerType.SUBNET,
          follows={"namespaces": subnets_follow_namespaces, "nodes": subnets_follow_nodes},
          sync_all=subnets.sync_kind),
-    Kind("namespaces", "Namespace", "v1", "/api/v1/namespaces",
-         indexes=(IndexSpec(LABEL_INDEX, label_keys),)),
     Kind("nodes", "Node", "v1", "/api/v1/nodes", status=("addresses",),
          owner_type=names.OwnerType.NODE,
          follows={"services": endpoints.nodes_follow_services,
@@ -135,8 +148,9 @@ KINDS: tuple[Kind, ...] = (
          sync_one=nodes.sync_node, restore=nodes.restore),
     Kind("pods", "Pod", "v1", "/api/v1/pods", spec=("nodeName", "hostNetwork"),
          status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
+         reduce=container_ports,
          indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys), IndexSpec(LABEL_INDEX, label_keys)),
-         sync_one=pods.sync_pod, after=pods.wake_waiting, restore=pods.restore),
+         sync_one=policies.sync_pod, after=policies.after_pods, restore=pods.restore),
     Kind("endpointslices", "EndpointSlice", "discovery.k8s.io/v1",
          "/apis/discovery.k8s.io/v1/endpointslices", top=("addressType", "endpoints", "ports"),
          watch=LISTWATCH, indexes=(IndexSpec(SERVICE_INDEX, service_keys),)),
@@ -145,6 +159,28 @@ KINDS: tuple[Kind, ...] = (
          indexes=(IndexSpec(endpoints.LOCAL_INDEX, endpoints.local_keys),),
          follows={"endpointslices": services_follow_slices, "nodes": services.follow_nodes},
          sync_one=services.sync_service),
+    # NetworkPolicy, then the namespaces' default deny and the peer sets the policies
+    # named: each reads what the previous synced in the same flush (operators/policies.py).
+    Kind(policies.POLICIES, "NetworkPolicy", "networking.k8s.io/v1",
+         "/apis/networking.k8s.io/v1/networkpolicies", spec=None, watch=LISTWATCH,
+         owner_type=names.OwnerType.NETWORK_POLICY,
+         indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys),
+                  IndexSpec(policies.EGRESS_NAMED_INDEX, policies.egress_named_keys)),
+         follows={"pods": policies.policies_follow_pods,
+                  "namespaces": policies.policies_follow_namespaces},
+         sync_one=policies.sync_policy, after=policies.after_policies),
+    Kind("namespaces", "Namespace", "v1", "/api/v1/namespaces",
+         owner_type=names.OwnerType.NAMESPACE,
+         indexes=(IndexSpec(LABEL_INDEX, label_keys),),
+         follows={policies.POLICIES: policies.namespaces_follow_policies},
+         sync_one=policies.sync_namespace),
+    Kind(policies.PEERS, "PeerSet", "kovn.io/v1", "", spec=None, watch=DERIVED,
+         owner_type=names.OwnerType.PEER_SET,
+         indexes=(IndexSpec(policies.SCOPE_INDEX, policies.scope_keys),),
+         follows={"pods": policies.peers_follow_pods,
+                  "namespaces": policies.peers_follow_namespaces,
+                  "nodes": policies.peers_follow_nodes},
+         sync_one=policies.sync_peer_set),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 BY_OWNER_TYPE: dict[str, Kind] = {str(k.owner_type): k for k in KINDS if k.owner_type}

@@ -73,6 +73,19 @@ class State:
     """Pods without an address (subnet not ready, exhausted...): retried when things change."""
     reported: dict[str, str] = field(default_factory=dict)
     """Last Event message per object key: the same problem is reported once, not per flush."""
+    isolated: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+    """Per NetworkPolicy: the ports it isolates for ingress and for egress (its namespace's
+    default deny is their union over the namespace's policies)."""
+    isolation_changed: set[str] = field(default_factory=set)
+    """Namespaces whose default deny a policy sync changed in this flush."""
+    policy_peers: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per NetworkPolicy: the keys of the peer sets its ACLs name."""
+    peer_users: dict[str, set[str]] = field(default_factory=dict)
+    """Per peer set: the policies that use it (it goes with the last)."""
+    peers_changed: set[str] = field(default_factory=set)
+    """Peer sets a policy sync started or stopped using in this flush."""
+    ports_changed: set[str] = field(default_factory=set)
+    """Pods whose port came or went in this flush without an event of their own."""
     written: dict[tuple[str, str], str] = field(default_factory=dict)
     """Token last written (or being written) per (kind, key): publishing runs behind the
     worker, and the watch event carrying our own write may come later than the next flush."""

@@ -29,7 +29,7 @@ from northbound.rows import CLUSTER, NbRow, Owner
 from operators import subnets
 from operators.cache import ClusterCache, Dirty, Obj
 from operators.faults import write_isolated
-from operators.kinds import KINDS, LISTWATCH, Kind
+from operators.kinds import DERIVED, KINDS, KOPF, LISTWATCH, Kind
 from operators.kubeapi import SUBNETS, KubeAPI, KubeError, subnet_path
 from operators.state import Batch, Publish, State
 
@@ -82,7 +82,7 @@ class Controller:
         started = time.monotonic()
         self._ensure_default_subnet()
         for kind in self.kinds:
-            if kind.watch != LISTWATCH:
+            if kind.watch == KOPF:
                 self.cache.replace_all(kind.name,
                                        [kind.slim(o) for o in self.state.kube.list(kind.path)])
         for watch in self.watches:
@@ -200,7 +200,8 @@ class Controller:
             state.written.pop((kind.name, owner.name), None)
             state.pod_memo.pop(owner.name, None)
         state.faults.failed(owner, message)
-        obj = self.cache.get(kind.name, owner.name) if kind is not None else None
+        obj = self.cache.get(kind.name, owner.name) \
+            if kind is not None and kind.watch != DERIVED else None
         if obj is not None:
             state.report(f"owner:{owner}", obj, reason, f"{message} (retrying with backoff; "
                          "the rest of the cluster is unaffected)")

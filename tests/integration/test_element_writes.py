@@ -16,7 +16,7 @@ from northbound.rows import AddressSet, LoadBalancer, LogicalSwitch, LogicalSwit
 from tests.integration.conftest import NbServer, Wire, elements
 from tests.integration.test_reconciler import NP, SUBNET, SVC, Snapshot, settle
 
-AS_NAME = names.namespace_address_set("big")
+AS_NAME = names.peer_address_set("big", "0")
 N = 5_000
 
 

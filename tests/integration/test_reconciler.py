@@ -53,7 +53,7 @@ PORT_B = names.pod_port("default", "web-2")
 NODE_PORT = names.node_port("node1")
 LB_NAME = names.load_balancer("default", "web", "tcp")
 PG_NAME = names.policy_port_group("default", "allow-web")
-AS_NAME = names.policy_address_set("default", "allow-web", "ingress", 0)
+AS_NAME = names.peer_address_set("default", "allow-web")
 
 SUBNET = Owner(names.OwnerType.SUBNET, SWITCH)
 JOIN_OWNER = Owner(names.OwnerType.SUBNET, JOIN)

@@ -174,18 +174,22 @@ def test_label_selector_semantics(selector: dict, labels: dict, picked: bool) ->
 
 
 def test_kind_table() -> None:
-    assert [k.name for k in KINDS] == ["subnets", "namespaces", "nodes", "pods",
-                                      "endpointslices", "services"]
+    assert [k.name for k in KINDS] == ["subnets", "nodes", "pods", "endpointslices",
+                                      "services", "networkpolicies", "namespaces", "peersets"]
     assert BY_NAME["pods"].watch == LISTWATCH
     full = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "namespace": "n", "labels": {"a": "b"},
                          "managedFields": [{"huge": True}]},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "c", "image": "i", "ports": [{"containerPort": 80, "name": "web"}]},
+                {"name": "d", "image": "j"}]},
             "status": {"phase": "Running", "conditions": []}}
     slim = BY_NAME["pods"].slim(full)
     assert slim == {"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": "p", "namespace": "n", "labels": {"a": "b"}},
-                    "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+                    "spec": {"nodeName": "n1",
+                             "containers": [{"ports": [{"containerPort": 80, "name": "web"}]}]},
+                    "status": {"phase": "Running"}}
     subnet = BY_NAME["subnets"].slim({"metadata": {"name": "s"}, "spec": {"cidrBlock": "x"}})
     assert subnet["spec"] == {"cidrBlock": "x"} and subnet["kind"] == "Subnet"
     assert BY_NAME["subnets"].group_version == ("kovn.io", "v1")

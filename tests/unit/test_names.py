@@ -92,10 +92,9 @@ def test_node_lb_group_needs_a_node() -> None:
         (names.policy_port_group("kube-system", "a.b-c"), "kovn_np_kube_system_a_b_c"),
         (names.default_deny_port_group("my-ns", "ingress"), "kovn_deny_my_ns_ingress"),
         (names.default_deny_port_group("my-ns", "egress"), "kovn_deny_my_ns_egress"),
-        (names.policy_address_set("my-ns", "allow.web", "ingress", 0),
-         "kovn_as_my_ns_allow_web_ingress_0"),
-        (names.policy_address_set("ns", "p", "egress", 12), "kovn_as_ns_p_egress_12"),
-        (names.namespace_address_set("kube-system"), "kovn_ns_kube_system"),
+        (names.peer_address_set("my-ns", "0a1b2c"), "kovn_peer_my_ns_0a1b2c"),
+        (names.peer_address_set("", "0a1b2c"), "kovn_peer_all_0a1b2c"),
+        (names.named_port_group("ns", "p", "tcp", "serve-80", 80), "kovn_np_ns_p_TCP_serve_80_80"),
     ],
 )
 def test_policy_names(name: str, expected: str) -> None:
@@ -115,11 +114,11 @@ _AWKWARD = ["default", "kube-system", "a.b.c", "x--y", "UPPER-lower.9", "ns-ü",
     [
         lambda t: names.policy_port_group(t, t),
         lambda t: names.default_deny_port_group(t, "ingress"),
-        lambda t: names.policy_address_set(t, t, "egress", 3),
-        lambda t: names.namespace_address_set(t),
+        lambda t: names.peer_address_set(t, "ab12"),
+        lambda t: names.named_port_group(t, t, "udp", t, 53),
     ],
-    ids=["policy_port_group", "default_deny_port_group", "policy_address_set",
-         "namespace_address_set"],
+    ids=["policy_port_group", "default_deny_port_group", "peer_address_set",
+         "named_port_group"],
 )
 def test_match_names_are_ovn_safe(make, text: str) -> None:
     assert OVN_SAFE.fullmatch(make(text))
@@ -130,7 +129,7 @@ def test_match_names_are_ovn_safe(make, text: str) -> None:
     [
         (names.policy_port_group, ("a-b", "c"), ("a", "b-c")),
         (names.policy_port_group, ("ns", "a.b"), ("ns", "a-b")),
-        (names.namespace_address_set, ("a-b",), ("a.b",)),
+        (names.peer_address_set, ("a-b", "0"), ("a.b", "0")),
     ],
     ids=["namespace-vs-policy-dash", "dot-vs-dash", "namespace-dot-vs-dash"],
 )
@@ -176,6 +175,16 @@ def test_is_owned(external_ids: dict[str, str], owned: bool) -> None:
 
 def test_owner_types_are_the_documented_kinds() -> None:
     assert {str(t) for t in names.OwnerType} == {
-        "Pod", "Service", "NetworkPolicy", "Node", "Subnet", "Namespace", "QoSPolicy", "Cluster",
+        "Pod", "Service", "NetworkPolicy", "Node", "Subnet", "Namespace", "QoSPolicy", "PeerSet",
+        "Cluster",
     }
     assert names.OWNED_KEYS == ("kovn.io/owner-type", "kovn.io/owner")
+
+
+def test_acl_names_fit_the_schema_and_stay_distinct() -> None:
+    short = names.policy_acl_name("x", "allow-a", "ingress", 0)
+    assert short == "x/allow-a:ingress:0"
+    long_a = names.policy_acl_name("n" * 40, "p" * 40, "egress", 1)
+    long_b = names.policy_acl_name("n" * 40, "p" * 40, "egress", 2)
+    assert len(long_a) <= names.ACL_NAME_MAX and long_a != long_b
+    assert names.default_deny_acl_name("x", "egress") == "x:default-deny:egress"

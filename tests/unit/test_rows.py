@@ -111,6 +111,8 @@ SAMPLES: dict[type[NbRow], NbRow] = {
         records={"web.default.svc.cluster.local": "10.96.0.20"},
         member_of=frozenset({LogicalSwitch.membership("ovn-default", "dns_records")}),
     ),
+    rows.Meter: rows.Meter(owner=rows.CLUSTER, name="kovn-acl-logging", fair=True),
+    rows.MeterBand: rows.MeterBand(owner=rows.CLUSTER, meter="kovn-acl-logging", rate=20),
 }
 
 
@@ -269,7 +271,8 @@ def test_key(row: NbRow, key: str) -> None:
     ids=[t.__name__ for t in rows.ROW_TYPES],
 )
 def test_named_tables(row_type: type[NbRow], named: bool) -> None:
-    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute, RouterPolicy, DNS, ChassisTemplateVar}
+    unnamed = {ACL, SwitchACL, QoS, NAT, StaticRoute, RouterPolicy, DNS, ChassisTemplateVar,
+               rows.MeterBand}
     assert named is (row_type not in unnamed)
     assert SAMPLES[row_type].NAMED is named
 

@@ -72,6 +72,8 @@ def test_cluster_rows() -> None:
         ("Load_Balancer_Group", "clusterLBGroup"),
         ("Logical_Router_Policy", "ovn-cluster|1001|ip4.dst == 100.64.0.0/16"),
         ("Logical_Router_Policy", "ovn-cluster|1001|ip4.dst == 10.96.0.0/16"),
+        ("Meter", "kovn-acl-logging"),  # rate-limits ACL log lines
+        ("Meter_Band", "kovn-acl-logging"),
     }
     router = one(rows, LogicalRouter, names.CLUSTER_ROUTER)
     assert router.owner == CLUSTER
@@ -318,13 +320,12 @@ def test_private_subnet_acls_admit_only_itself_nodes_and_allowed() -> None:
                       allow_subnets=("10.17.0.0/16",))
     acls = [r for r in topology.subnet_rows(spec, CONFIG) if r.TABLE == "ACL"]
     by_priority = {(a.direction, a.priority): a for a in acls}
-    admit = by_priority[("to-lport", 1000)]
-    assert admit.action == "allow-related"
-    assert admit.match == ("ip4.dst == 10.50.0.0/16 && "
-                           "ip4.src == {10.50.0.0/16, 100.64.0.0/16, 10.17.0.0/16}")
-    deny = by_priority[("to-lport", 999)]
-    assert (deny.match, deny.action) == ("ip4.dst == 10.50.0.0/16", "drop")
+    deny = by_priority[("to-lport", 2000)]
+    assert deny.action == "drop"
+    assert deny.match == ("ip4.dst == 10.50.0.0/16 && ip4.src != "
+                          "{10.50.0.0/16, 100.64.0.0/16, 169.254.169.5, 10.17.0.0/16}")
     assert by_priority[("from-lport", 1000)].action == "allow-related"
+    assert len(acls) == 2
     assert all(a.switch == "secret" for a in acls)
     assert not [r for r in topology.subnet_rows(dataclasses.replace(spec, private=False))
                 if r.TABLE == "ACL"]
