@@ -15,6 +15,7 @@ import sys
 # (module, description) of every verb group; each module has register(subparsers).
 VERB_MODULES: tuple[str, ...] = (
     "cli.show",
+    "cli.trace",
     "cli.controller",
     "cli.node",
     "sandbox.cli",
