@@ -69,6 +69,9 @@ class Pool:
         self._by_ip: dict[int, str] = {}
         self._by_owner: dict[str, int] = {}
         self._cursor = self._first
+        self._excluded_in_use = 0
+        """Held addresses inside excluded ranges (restored ones): `available` is O(1), as
+        Subnet statuses read it after every flush."""
 
     # --- queries ---------------------------------------------------------------------------
     def excluded(self, ip: int) -> bool:
@@ -91,7 +94,7 @@ class Pool:
 
     @property
     def available(self) -> int:
-        return max(0, self.size - sum(1 for ip in self._by_ip if not self.excluded(ip)))
+        return max(0, self.size - (len(self._by_ip) - self._excluded_in_use))
 
     def ip_of(self, owner: str) -> str | None:
         ip = self._by_owner.get(owner)
@@ -102,6 +105,10 @@ class Pool:
 
     def owners(self) -> dict[str, str]:
         return {o: str(ipaddress.IPv4Address(ip)) for o, ip in self._by_owner.items()}
+
+    def owner_keys(self) -> list[str]:
+        """Who holds an address (without formatting 5,000 addresses to say so)."""
+        return list(self._by_owner)
 
     # --- changes ---------------------------------------------------------------------------
     def _check_static(self, owner: str, value: int, text: str) -> None:
@@ -162,11 +169,13 @@ class Pool:
         if value is None:
             return None
         del self._by_ip[value]
+        self._excluded_in_use -= self.excluded(value)
         return str(ipaddress.IPv4Address(value))
 
     def _take(self, owner: str, value: int) -> None:
         self._by_owner[owner] = value
         self._by_ip[value] = owner
+        self._excluded_in_use += self.excluded(value)
 
 
 class IPAM:

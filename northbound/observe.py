@@ -98,19 +98,27 @@ def _db_references(tables: Mapping[str, Any], cls: type[NbRow], idl_row: Any,
 def _scoped_parents(
     tables: Mapping[str, Any], candidates: list[tuple[str, Any]], index: OwnerIndex
 ) -> tuple[dict[Any, tuple[str, str, Any]], dict[Any, int]]:
-    """_parents() for just the candidate rows: the containers are few (switches, routers,
-    port groups), so a membership test per container beats walking every child in NB."""
+    """_parents() for just the candidate rows. Per container the cheaper of two walks (as
+    _memberships does): a set lookup per candidate child, or a pass over the container's
+    children, so a flush of 4,000 ACLs over 3,000 port groups costs ~their 6,000 children,
+    not 12 million lookups, and one pod's flush costs a lookup per container."""
     held: dict[Any, tuple[str, str, Any]] = {}
     foreign: dict[Any, int] = {}
     for (table, column), child_table in CONTAINMENT.items():
         if table not in tables:
             continue
-        kids = [row for t, row in candidates if t == child_table]
+        kids = {row.uuid for t, row in candidates if t == child_table}
         if kids:
             for parent in tables[table].rows.values():
-                for kid in kids:
-                    if kid.uuid not in held and holds(parent, column, kid.uuid):
-                        held[kid.uuid] = (table, parent.name, parent.uuid)
+                datum = parent._data.get(column) if parent._data else None
+                if datum is None or not datum.values:
+                    continue
+                if len(kids) < len(datum.values):
+                    inside = [uuid for uuid in kids if holds(parent, column, uuid)]
+                else:
+                    inside = [atom.value for atom in datum.values if atom.value in kids]
+                for uuid in inside:
+                    held.setdefault(uuid, (table, parent.name, parent.uuid))
         for t, container in candidates:
             if t == table:
                 strangers = sum(1 for c in getattr(container, column) if c.uuid not in index)

@@ -76,7 +76,7 @@ def users(state: State, subnet: str) -> list[str]:
     as after a restart, from the pods' annotations)."""
     pool = state.ipam.pools.get(subnet)
     if pool is not None:
-        return sorted(pool.owners())
+        return sorted(pool.owner_keys())
     found = []
     for key, obj in state.cache.snapshot("pods").items():
         network = recorded(obj) if wants_port(obj) else None
