@@ -21,6 +21,8 @@ POD_UID_KEY = "kovn.io/pod-uid"
 """UID of the pod a port belongs to, so a re-created pod of the same name is a new port."""
 LEFT_OUT_KEY = "kovn.io/left-out"
 """On a Service's load balancers: endpoints that are not backends, and why (`kovn show`)."""
+QOS_SOURCE_KEY = "kovn.io/qos-source"
+"""On a pod's QoS row: where its limit came from (an annotation, a QoSPolicy, a Subnet)."""
 # What an ACL is for, so Events, log lines and `kovn trace` can say which policy decided.
 ACL_ROLE_KEY = "kovn.io/acl"
 """`policy` (a NetworkPolicy rule), `default-deny` (a namespace's isolation) or `always`

@@ -89,13 +89,20 @@ def _lb_names(row: Any) -> list[str]:
     return lines
 
 
+def _qos_source(row: Any) -> str:
+    """Where a pod's limit came from (controller/qos.py records it)."""
+    source = dict(row.external_ids).get(names.QOS_SOURCE_KEY)
+    direction = dict(row.external_ids).get(names.DIRECTION_KEY)
+    return f" ({direction} of the pod, from {source})" if source else ""
+
+
 def _switches(tree: _Tree, tables: dict[str, Any]) -> None:
     for ls in sorted(tables["Logical_Switch"].rows.values(), key=lambda r: r.name):
         children = [_lsp(p) for p in sorted(ls.ports, key=lambda p: p.name)]
         children += [_acl(a) for a in sorted(ls.acls, key=lambda a: (-a.priority, a.match))]
         children += [
             ("QoS", q, f'qos {q.direction} {q.priority} "{q.match}" '
-                       f"{dict(q.bandwidth) or dict(q.action)}", [])
+                       f"{dict(q.bandwidth) or dict(q.action)}{_qos_source(q)}", [])
             for q in sorted(ls.qos_rules, key=lambda q: (-q.priority, q.match))
         ]
         body = [f"{k}: {v}" for k, v in sorted(ls.other_config.items())] + _lb_names(ls)

@@ -18,7 +18,7 @@ from typing import Any
 from contract.gateway import EXTERNAL_IP
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
-from operators import endpoints, nodes, pods, policies, services, subnets
+from operators import endpoints, nodes, pods, policies, qos, services, subnets
 from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
 from operators.selection import (
     LABEL_INDEX,
@@ -149,8 +149,14 @@ KINDS: tuple[Kind, ...] = (
     Kind("pods", "Pod", "v1", "/api/v1/pods", spec=("nodeName", "hostNetwork"),
          status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
          reduce=container_ports,
+         follows={qos.QOS_POLICIES: qos.pods_follow_qos_policies,
+                  "subnets": qos.pods_follow_subnets},
          indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys), IndexSpec(LABEL_INDEX, label_keys)),
          sync_one=policies.sync_pod, after=policies.after_pods, restore=pods.restore),
+    Kind(qos.QOS_POLICIES, "QoSPolicy", "kovn.io/v1", "/apis/kovn.io/v1/qospolicies",
+         spec=None, status=None, owner_type=names.OwnerType.QOS_POLICY,
+         indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys),),
+         sync_one=qos.sync_qos_policy),
     Kind("endpointslices", "EndpointSlice", "discovery.k8s.io/v1",
          "/apis/discovery.k8s.io/v1/endpointslices", top=("addressType", "endpoints", "ports"),
          watch=LISTWATCH, indexes=(IndexSpec(SERVICE_INDEX, service_keys),)),

@@ -23,9 +23,11 @@ from typing import Any
 
 from controller import isolation, policies
 from controller.peers import NODES_PEER, PeerSpec, address_set_row, owner_of
+from controller.topology import pod_owner
 from northbound import names
 from northbound.rows import AddressSet
 from operators import pods
+from operators import qos as qos_ops
 from operators.cache import Dirty, Obj
 from operators.nodes import gateway_key
 from operators.selection import NAMESPACE_INDEX, matches, select
@@ -91,17 +93,26 @@ def resolver(state: State) -> policies.EgressResolver:
 
 
 def sync_pod(state: State, batch: Batch, key: str) -> None:
-    """The pods kind's sync, noting pods whose port came or went for another reason than an
+    """The pods kind's sync: the pod's port (operators/pods.py) and its QoS rows
+    (operators/qos.py), noting pods whose port came or went for another reason than an
     event of their own (an address freed, a subnet ready): policies and peer sets follow
     pod events, and these need the same fan-out."""
     had = key in state.pod_memo
     pods.sync_pod(state, batch, key)
-    if had != (key in state.pod_memo):
+    has = key in state.pod_memo
+    if had != has:
         state.ports_changed.add(key)
+    owner = pod_owner(key)
+    pod = state.cache.get("pods", key)
+    if has and pod is not None and batch.rows.get(owner):
+        batch.rows[owner] = [*batch.rows[owner], *qos_ops.pod_qos_rows(state, key, pod)]
+    elif not has:
+        qos_ops.forget_pod(state, key)
 
 
 def after_pods(state: State, batch: Batch, dirty: Dirty, keys: set[str]) -> None:
     pods.wake_waiting(state, batch, dirty, keys)
+    qos_ops.after_pods(state, dirty)
     for key in state.ports_changed:
         pod = state.cache.get("pods", key)
         dirty.of(POLICIES).update(policies_follow_pods(state.cache, None, pod))

@@ -84,6 +84,10 @@ class State:
     """Per peer set: the policies that use it (it goes with the last)."""
     peers_changed: set[str] = field(default_factory=set)
     """Peer sets a policy sync started or stopped using in this flush."""
+    qos_winners: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per pod: the QoSPolicies whose limits are in force on it (their status counts it)."""
+    qos_changed: set[str] = field(default_factory=set)
+    """QoSPolicies whose set of pods in force changed in this flush."""
     ports_changed: set[str] = field(default_factory=set)
     """Pods whose port came or went in this flush without an event of their own."""
     written: dict[tuple[str, str], str] = field(default_factory=dict)

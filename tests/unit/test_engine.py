@@ -174,7 +174,7 @@ def test_label_selector_semantics(selector: dict, labels: dict, picked: bool) ->
 
 
 def test_kind_table() -> None:
-    assert [k.name for k in KINDS] == ["subnets", "nodes", "pods", "endpointslices",
+    assert [k.name for k in KINDS] == ["subnets", "nodes", "pods", "qospolicies", "endpointslices",
                                       "services", "networkpolicies", "namespaces", "peersets"]
     assert BY_NAME["pods"].watch == LISTWATCH
     full = {"apiVersion": "v1", "kind": "Pod",
