@@ -96,6 +96,17 @@ def within(measured: float, rate: float) -> bool:
     return 0.5 * rate <= measured <= 1.1 * rate
 
 
+def in_datapath(client: Pod, server: Pod, limited: bool, timeout: float = 15.0) -> None:
+    """NB holds the rows; northd and ovn-controller follow (seconds on a loaded machine):
+    wait until short TCP runs show the meter installed (or gone) before measuring."""
+    def settled() -> bool | None:
+        # 1 s runs: a full bucket (a quarter second's worth) adds at most 0.25 R.
+        mbps = measure(client.netns, server.netns, server.ip, seconds=1.0).mbps
+        return True if (mbps < 1.6 * RATE) == limited else None
+
+    eventually(settled, timeout, f"the datapath {'limiting' if limited else 'unlimited'}")
+
+
 def test_limits_hold_for_tcp_and_udp_in_both_directions(cluster_sandbox: Sandbox,
                                                          cluster: Cluster,
                                                          web: list[Pod]) -> None:
@@ -111,6 +122,7 @@ def test_limits_hold_for_tcp_and_udp_in_both_directions(cluster_sandbox: Sandbox
                                      (client, EGRESS_RATE, "egress")):
             annotate(cluster, pod, {note: str(RATE)})
             expect_rows(cluster_sandbox, pod, {direction: (RATE * 1000, f"annotation {note}")})
+            in_datapath(client, server, limited=True)
             tcp = measure(client.netns, server.netns, server.ip)
             udp = measure(client.netns, server.netns, server.ip, udp=True, rate_mbps=4 * RATE)
             back = measure(server.netns, client.netns, client.ip)  # the other way: unlimited
@@ -121,6 +133,7 @@ def test_limits_hold_for_tcp_and_udp_in_both_directions(cluster_sandbox: Sandbox
             assert back.mbps > 1.5 * RATE, figures[-1]
             annotate(cluster, pod, {note: None})
             expect_rows(cluster_sandbox, pod, {})
+            in_datapath(client, server, limited=False)
     finally:
         print("\n".join(figures))
         annotate(cluster, server, {INGRESS_RATE: None})
@@ -213,3 +226,22 @@ def test_invalid_policies_get_a_condition_and_an_event_and_disturb_nothing(
     finally:
         for name in ("good", "no-limit", "bad-selector"):
             delete_policy(cluster, name)
+
+
+def test_standard_bandwidth_annotations_and_a_malformed_one(cluster_sandbox: Sandbox,
+                                                            cluster: Cluster,
+                                                            web: list[Pod]) -> None:
+    pod = web[1]
+    std = "kubernetes.io/egress-bandwidth"
+    try:
+        annotate(cluster, pod, {std: "15M", "kubernetes.io/ingress-bandwidth": "500k"})
+        expect_rows(cluster_sandbox, pod, {
+            "egress": (15000, f"annotation {std}"),
+            "ingress": (500, "annotation kubernetes.io/ingress-bandwidth")})
+        annotate(cluster, pod, {std: "fast", "kubernetes.io/ingress-bandwidth": None})
+        expect_rows(cluster_sandbox, pod, {})  # ignored, reported
+        eventually(lambda: [e for e in cluster.events(NS, pod.name)
+                            if e["reason"] == "InvalidQoSAnnotation"] or None,
+                   10, "an InvalidQoSAnnotation Event on the pod")
+    finally:
+        annotate(cluster, pod, {std: None, "kubernetes.io/ingress-bandwidth": None})
