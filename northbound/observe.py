@@ -110,14 +110,7 @@ def _scoped_parents(
         kids = {row.uuid for t, row in candidates if t == child_table}
         if kids:
             for parent in tables[table].rows.values():
-                datum = parent._data.get(column) if parent._data else None
-                if datum is None or not datum.values:
-                    continue
-                if len(kids) < len(datum.values):
-                    inside = [uuid for uuid in kids if holds(parent, column, uuid)]
-                else:
-                    inside = [atom.value for atom in datum.values if atom.value in kids]
-                for uuid in inside:
+                for uuid in _inside(parent, column, kids):
                     held.setdefault(uuid, (table, parent.name, parent.uuid))
         for t, container in candidates:
             if t == table:
@@ -125,6 +118,17 @@ def _scoped_parents(
                 if strangers:
                     foreign[container.uuid] = foreign.get(container.uuid, 0) + strangers
     return held, foreign
+
+
+def _inside(container: Any, column: str, kids: set[Any]) -> list[Any]:
+    """Which of `kids` (uuids) the container's `column` holds, by the cheaper walk: a set
+    lookup per kid, or a pass over the column's elements."""
+    datum = container._data.get(column) if container._data else None
+    if datum is None or not datum.values:
+        return []
+    if len(kids) < len(datum.values):
+        return [uuid for uuid in kids if holds(container, column, uuid)]
+    return [atom.value for atom in datum.values if atom.value in kids]
 
 
 def _memberships(
@@ -145,14 +149,7 @@ def _memberships(
         if not kids:
             continue
         for container in tables[table].rows.values():
-            datum = container._data.get(column) if container._data else None
-            if datum is None or not datum.values:
-                continue
-            if len(kids) < len(datum.values):
-                inside = [uuid for uuid in kids if holds(container, column, uuid)]
-            else:
-                inside = [atom.value for atom in datum.values if atom.value in kids]
-            for uuid in inside:
+            for uuid in _inside(container, column, kids):
                 found.setdefault(uuid, set()).add(Membership(table, container.name, column))
     return found
 

@@ -29,7 +29,6 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from kube.client import KubeError
@@ -40,6 +39,7 @@ from sandbox.controlplane import eventually
 from sandbox.podruntime import find_record
 from sandbox.probe import probe
 from tests.e2e.controlplane import Cluster, condition
+from tests.e2e.test_network_model import Pod
 
 NAMESPACES = ("x", "y", "z")
 POD_NAMES = ("a", "b", "c")
@@ -69,18 +69,6 @@ def pod_manifest(namespace: str, name: str, node: str,
                      "containers": [{"name": "serve", "image": "kovn.io/serve-hostname",
                                      "ports": ports}]}}
 
-
-@dataclass(frozen=True)
-class Pod:
-    namespace: str
-    name: str
-    ip: str
-    node: str
-    netns: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 # --- expected matrices -------------------------------------------------------------------------
