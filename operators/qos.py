@@ -22,7 +22,7 @@ from northbound.rows import NbRow, Owner
 from operators.cache import Dirty, Obj
 from operators.selection import NAMESPACE_INDEX, matches, select
 from operators.state import Batch, State
-from operators.subnets import _condition
+from operators.subnets import condition as make_condition
 
 QOS_POLICIES = "qospolicies"
 QOS_PATH = "/apis/kovn.io/v1/namespaces/{namespace}/qospolicies/{name}"
@@ -84,22 +84,16 @@ def sync_qos_policy(state: State, batch: Batch, key: str) -> None:
     old = (obj.get("status") or {}).get("conditions", [])
     if problems:
         message = "; ".join(p.message for p in problems)
-        condition = _condition("Valid", False, problems[0].reason, message, old)
+        condition = make_condition("Valid", False, problems[0].reason, message, old)
         state.report(f"qospolicy/{key}", obj, problems[0].reason,
                      f"{message} (the policy limits no pod until fixed)")
     else:
-        condition = _condition("Valid", True, "Valid", "spec is valid", old)
+        condition = make_condition("Valid", True, "Valid", "spec is valid", old)
         state.resolved(f"qospolicy/{key}")
     status = {"conditions": [condition], "pods": pods,
               "observedGeneration": obj["metadata"].get("generation", 0)}
-    token = json.dumps({**status, "conditions": [{k: v for k, v in condition.items()
-                                                  if k != "lastTransitionTime"}]},
-                       sort_keys=True)
-    current = obj.get("status") or {}
-    if current.get("pods") == pods and current.get("observedGeneration") == \
-            status["observedGeneration"] and [
-                {k: v for k, v in c.items() if k != "lastTransitionTime"}
-                for c in current.get("conditions", [])] == json.loads(token)["conditions"]:
+    token = _status_token(status)
+    if _status_token(obj.get("status") or {}) == token:  # already shown (times aside)
         state.written[(QOS_POLICIES, key)] = token
         return
 
@@ -112,6 +106,15 @@ def sync_qos_policy(state: State, batch: Batch, key: str) -> None:
                 raise
 
     state.publish(batch, QOS_POLICIES, key, token, publish)
+
+
+def _status_token(status: Mapping[str, Any]) -> str:
+    """A status as compared: conditions without their transition times."""
+    return json.dumps({"pods": status.get("pods"),
+                       "observedGeneration": status.get("observedGeneration"),
+                       "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                      for c in status.get("conditions") or ()]},
+                      sort_keys=True)
 
 
 def qos_owner(key: str) -> Owner:

@@ -206,7 +206,7 @@ def _finish_deletion(state: State, batch: Batch, obj: dict[str, Any]) -> None:
     state.publish(batch, "subnets", name, "released", release)
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str,
+def condition(kind: str, ok: bool, reason: str, message: str,
                old: list[dict[str, Any]]) -> dict[str, Any]:
     status = "True" if ok else "False"
     previous = next((c for c in old if c.get("type") == kind), {})
@@ -233,26 +233,26 @@ def subnet_status(state: State, obj: dict[str, Any], verdict: Verdict,
         if spec is not None:
             message += (f". Until it is fixed the switch keeps its last valid spec "
                         f"({spec.cidr}, gateway {spec.gateway}) for its {_named(using)}")
-        validated = _condition("Validated", False, first.reason, message, old)
+        validated = condition("Validated", False, first.reason, message, old)
     else:
-        validated = _condition("Validated", True, "Valid", "spec is valid", old)
+        validated = condition("Validated", True, "Valid", "spec is valid", old)
     if obj["metadata"].get("deletionTimestamp"):
-        ready = _condition("Ready", False, "InUse", f"deletion waits for {_named(using)} "
+        ready = condition("Ready", False, "InUse", f"deletion waits for {_named(using)} "
                            "using this subnet: delete them (or move their namespace to "
                            "another subnet and re-create them)", old)
     elif spec is None:
-        ready = _condition("Ready", False, verdict.problems[0].reason if verdict.problems
+        ready = condition("Ready", False, verdict.problems[0].reason if verdict.problems
                            else "NotValidated", "no switch: the spec is not valid", old)
     elif write_error:
-        ready = _condition("Ready", False, "NorthboundWriteFailed",
+        ready = condition("Ready", False, "NorthboundWriteFailed",
                            f"writing the switch to OVN NB failed (retrying): {write_error}",
                            old)
     elif verdict.problems:
-        ready = _condition("Ready", True, "ServingLastValidSpec",
+        ready = condition("Ready", True, "ServingLastValidSpec",
                            f"logical switch {names.subnet_switch(name)} serves its pods with "
                            f"the last valid spec {spec.cidr}", old)
     else:
-        ready = _condition("Ready", True, "SwitchReady",
+        ready = condition("Ready", True, "SwitchReady",
                            f"logical switch {names.subnet_switch(name)} is ready", old)
     pool = state.ipam.pools.get(name)
     status: dict[str, Any] = {"conditions": [validated, ready], "usingIPs": len(using),
