@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from controller import topology
@@ -56,8 +56,10 @@ class CacheListener:
 class Controller:
     def __init__(self, config: ClusterConfig, kube: KubeAPI, reconciler: Reconciler,
                  resync: float = 60.0, publishers: int = 16,
-                 kinds: Sequence[Kind] = KINDS) -> None:
+                 kinds: Sequence[Kind] = KINDS,
+                 may_write: Callable[[], bool] = lambda: True) -> None:
         self.kinds = tuple(kinds)
+        self.may_write = may_write  # leadership (operators/leader.py): else nothing is written
         self.by_owner_type = {str(k.owner_type): k for k in self.kinds if k.owner_type}
         cache = ClusterCache(k.cache_kind() for k in self.kinds)
         self.state = State(config=config, kube=kube, cache=cache)
@@ -133,6 +135,9 @@ class Controller:
     # --- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.may_write():  # the hold ran out: operators/main.py restarts us
+                self._stop.wait(0.5)
+                continue
             try:
                 if time.monotonic() - self._last_full > self.resync:
                     self._full_flush()

@@ -180,8 +180,16 @@ class Sandbox:
         workloads.wait_agents(self.nodes, self._daemons, timeout)
 
     def restart(self, name: str) -> procs.Daemon:
-        """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`);
-        what it serves is left as it is (pods keep running)."""
+        """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`),
+        or the kovn controller (`kovn-controller`, also when it was killed); what they serve
+        is left as it is (pods keep running)."""
+        if name == kube.CONTROLLER and self.config.kube and self.config.controller:
+            procs.stop_daemons([d for d in self._daemons if d.name == name], timeout=10)
+            fresh: list[procs.Daemon] = []
+            kube.start_controller(self.config, self.nb_remote, fresh.append)
+            self._daemons = [d for d in self._daemons if d.name != name] + fresh
+            self._save()
+            return fresh[0]
         node_name, _, what = name.partition("/")
         if what not in ("agent", "kubelet") or not self.config.runs_pods:
             raise SandboxError(f"only a node's agent or kubelet can be restarted, not {name!r}")

@@ -37,9 +37,13 @@ def eventually(probe: Callable[[], T | None], timeout: float = 30.0, what: str =
 class ControllerProcess:
     """`kovn controller` as a subprocess, as it runs in the sandbox: killable and restartable."""
 
-    def __init__(self, nb_remote: str, kubeconfig: Path, log: Path, resync: float = 5.0) -> None:
+    def __init__(self, nb_remote: str, kubeconfig: Path, log: Path, resync: float = 5.0,
+                 identity: str = "kovn-test-controller", extra: tuple[str, ...] = ()) -> None:
+        # One identity across kills and restarts: the restarted process resumes the Lease at
+        # once (as a restarted container of one pod would) instead of waiting it out.
         self.argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-                     "--kubeconfig", str(kubeconfig), "--resync", str(resync)]
+                     "--kubeconfig", str(kubeconfig), "--resync", str(resync),
+                     "--identity", identity, *extra]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0

@@ -194,8 +194,10 @@ def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> p
     """`kovn controller` against the sandbox's NB and API server."""
     d = config.state_dir
     kc = str(kubeconfig(config))
+    # A stable identity: a restarted controller (sandbox restart) resumes its own Lease at
+    # once, as a restarted container of the same pod does.
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-            "--kubeconfig", kc, "--service-dns"]
+            "--kubeconfig", kc, "--service-dns", "--identity", f"{config.prefix}-controller"]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
                                 env=python_env(), cwd=REPO)
@@ -255,6 +257,7 @@ def finish_up(up: KubeUp) -> None:
             wait.until(f"CRD {name} Established", lambda n=name: crd_established(wait.api, n),
                        30, str(d / "kube-apiserver.log"))
         up.progress(f"kube: CRDs established: {', '.join(crds) or 'none'}")
+        ensure_namespace(wait.api, defaults.SYSTEM_NAMESPACE)  # the leader Lease's
         controller = None
         if config.controller:
             controller = start_controller(config, up.nb_remote, up.record)
@@ -335,6 +338,15 @@ def apply_crds(api: KubeClient, crd_dir: Path = CRD_DIR) -> list[str]:
                     from exc
             names.append(name)
     return names
+
+
+def ensure_namespace(api: KubeClient, name: str) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    try:
+        api.create("/api/v1/namespaces", body)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
 
 
 def crd_established(api: KubeClient, name: str) -> bool:
