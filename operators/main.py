@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -13,12 +14,14 @@ from northbound.connection import NbConnection
 from northbound.reconciler import Reconciler
 from operators import handlers
 from operators.kubeapi import KubeAPI
+from operators.probes import ControllerTelemetry
 from operators.worker import Controller
 
 LOG = logging.getLogger(__name__)
 
 
-def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float) -> int:
+def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float,
+        metrics_address: str = "off") -> int:
     """Blocks until SIGTERM/SIGINT; returns the exit code.
 
     KOVN_PROFILE=<file> profiles every thread with yappi (if installed) and writes the
@@ -30,7 +33,7 @@ def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: f
         yappi.set_clock_type("cpu")
         yappi.start()
         try:
-            return _run(nb_remote, kubeconfig, config, resync)
+            return _run(nb_remote, kubeconfig, config, resync, metrics_address)
         finally:
             yappi.stop()
             with open(profile, "w") as out:
@@ -39,10 +42,11 @@ def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: f
                 for f in list(stats)[:80]:
                     out.write(f"{f.tsub:9.3f} {f.ttot:9.3f} {f.ncall:9d} "
                               f"{f.module.split('site-packages/')[-1]}:{f.lineno} {f.name}\n")
-    return _run(nb_remote, kubeconfig, config, resync)
+    return _run(nb_remote, kubeconfig, config, resync, metrics_address)
 
 
-def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float) -> int:
+def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float,
+         metrics_address: str) -> int:
     # The NB connection thread does many short socket waits; while kopf's event loop is
     # busy, each wait for the GIL costs up to the switch interval (5 ms by default): a
     # two-row transaction took a second under a burst of pod events (the "convoy effect").
@@ -51,8 +55,13 @@ def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: 
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it too
-    with NbConnection(nb_remote) as nb:
-        controller = Controller(config, KubeAPI(kubeconfig), Reconciler(nb), resync=resync)
+    # Served first, so /healthz answers while NB and the API server are being reached.
+    telemetry = ControllerTelemetry.serve(metrics_address)
+    telemetry.set_leader(None)  # no leader election yet: the one writer
+    with contextlib.closing(telemetry), NbConnection(nb_remote) as nb:
+        controller = Controller(config, KubeAPI(kubeconfig), Reconciler(nb), resync=resync,
+                                metrics=telemetry.metrics)
+        telemetry.attach(controller)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, controller)
         LOG.info("kovn controller: NB %s, kubeconfig %s", nb_remote, kubeconfig or "in-cluster")
