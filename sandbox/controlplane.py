@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox.kube import REPO
+from sandbox.kube import REPO, free_port
 
 T = TypeVar("T")
 
@@ -38,8 +38,12 @@ class ControllerProcess:
     """`kovn controller` as a subprocess, as it runs in the sandbox: killable and restartable."""
 
     def __init__(self, nb_remote: str, kubeconfig: Path, log: Path, resync: float = 5.0) -> None:
+        # /metrics, /healthz, /readyz on a free loopback port, not the default 0.0.0.0:9476
+        # that any other controller on the machine may hold; kept across restarts.
+        self.metrics_url = f"http://127.0.0.1:{free_port()}"
         self.argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-                     "--kubeconfig", str(kubeconfig), "--resync", str(resync)]
+                     "--kubeconfig", str(kubeconfig), "--resync", str(resync),
+                     "--metrics-address", self.metrics_url.removeprefix("http://")]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0

@@ -26,7 +26,7 @@ import yaml
 
 from contract import defaults
 from kube.client import KubeClient, KubeError
-from sandbox import procs
+from sandbox import metrics, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
@@ -195,7 +195,7 @@ def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> p
     d = config.state_dir
     kc = str(kubeconfig(config))
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-            "--kubeconfig", kc, "--service-dns"]
+            "--kubeconfig", kc, "--service-dns", *metrics.controller_args(config)]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
                                 env=python_env(), cwd=REPO)
