@@ -10,6 +10,8 @@ from typing import Any
 from contract import defaults
 from controller.config import ClusterConfig
 from northbound.connection import DEFAULT_NB, NorthboundUnavailable
+from telemetry import address as metrics_address
+from telemetry.address import TelemetryError, parse_address
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,6 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from operators.main import Election
     from operators.main import run as run_operator
 
+    try:
+        parse_address(args.metrics_address)
+    except TelemetryError as exc:
+        print(f"kovn controller: {exc}", file=sys.stderr)
+        return 2
     config = ClusterConfig(default_cidr=args.default_cidr, join_cidr=args.join_cidr,
                            service_cidr=args.service_cidr, mtu=args.mtu,
                            service_dns=args.service_dns)
@@ -30,9 +37,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"kovn: {exc}", file=sys.stderr)
         return 2
     try:
-        return run_operator(args.nb, args.kubeconfig, config, args.resync, election)
+        return run_operator(args.nb, args.kubeconfig, config, args.resync, election,
+                            args.metrics_address)
     except NorthboundUnavailable as exc:
         print(f"kovn: {exc}", file=sys.stderr)
+        return 1
+    except TelemetryError as exc:
+        print(f"kovn controller: {exc}", file=sys.stderr)
         return 1
 
 
@@ -56,6 +67,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mtu", type=int, default=defaults.DEFAULT_MTU)
     parser.add_argument("--resync", type=float, default=60.0,
                         help="seconds between full reconciles (drift repair, GC)")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT|off",
+                        default=os.environ.get(metrics_address.CONTROLLER_ENV,
+                                               metrics_address.CONTROLLER_DEFAULT),
+                        help="serve /metrics (Prometheus), /healthz and /readyz here; off "
+                        f"disables (default ${metrics_address.CONTROLLER_ENV} or "
+                        f"{metrics_address.CONTROLLER_DEFAULT})")
     lease = parser.add_argument_group(
         "leader election", "Only the holder of a coordination.k8s.io Lease writes NB and the "
         "API; the others stand by and say so. A leader that cannot renew stops writing "

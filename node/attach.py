@@ -14,8 +14,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from contract.podnetwork import POD_NETWORK, PodNetwork
@@ -57,6 +58,32 @@ class AttachSettings:
     tx_off: bool = True
 
 
+@dataclass(frozen=True)
+class AddTimings:
+    """Where one successful ADD's time went, in seconds: waiting for the controller's
+    annotation, the veth, the OVS port, waiting for ovn-controller's ovn-installed."""
+
+    annotation: float
+    veth: float
+    ovs: float
+    ovn_installed: float
+    total: float
+    since_creation: float | None
+    """From the pod's creationTimestamp (the API server's clock, whole seconds) to
+    ovn-installed: what a user waits for, scheduling and the runtime included."""
+
+
+def seconds_since(timestamp: str | None) -> float | None:
+    """Seconds from an API timestamp (`2026-12-01T20:15:25Z`) to now; None if unreadable."""
+    if not timestamp:
+        return None
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, time.time() - then.timestamp())
+
+
 class KeyedLocks:
     """One lock per container id: the runtime may run different containers in parallel."""
 
@@ -94,11 +121,14 @@ def _attachment(iface: Iface) -> Attachment:
 
 
 class Attachments:
-    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient) -> None:
+    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient,
+                 on_added: Callable[[AddTimings], None] | None = None) -> None:
         self.settings = settings
         self.ovs = ovs
         self.kube = kube
         self.locks = KeyedLocks()
+        self.on_added = on_added
+        """Told of every successful ADD (the agent's metrics)."""
 
     # ------------------------------------------------------------------ ADD
 
@@ -157,6 +187,11 @@ class Attachments:
                  "ovn-installed %.3f)", req.pod_namespace, req.pod_name, network.ip,
                  network.mac, host_if, done - t0, t_annotation - t0, t_plumb - t_annotation,
                  t_ovs - t_plumb, done - t_ovs)
+        if self.on_added is not None:
+            self.on_added(AddTimings(
+                annotation=t_annotation - t0, veth=t_plumb - t_annotation, ovs=t_ovs - t_plumb,
+                ovn_installed=done - t_ovs, total=done - t0,
+                since_creation=seconds_since(pod["metadata"].get("creationTimestamp"))))
         return add_result(req.cni_version, AddOutcome(
             host_ifname=host_if, host_mac=host_mac, ifname=req.ifname, mac=network.mac,
             sandbox=req.netns, ip=network.ip, gateway=network.gateway, mtu=network.mtu,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from northbound.connection import NbConnection
 from operators import handlers
 from operators.fence import FencedKube, FencedReconciler
 from operators.leader import LeaderElector, LeaseTiming, default_identity, default_namespace
+from operators.probes import ControllerTelemetry
 from operators.worker import Controller
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class Election:
 
 
 def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float,
-        election: Election | None = None) -> int:
+        election: Election | None = None, metrics_address: str = "off") -> int:
     """Blocks until SIGTERM/SIGINT; returns the exit code.
 
     KOVN_PROFILE=<file> profiles every thread with yappi (if installed) and writes the
@@ -43,7 +45,8 @@ def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: f
         yappi.set_clock_type("cpu")
         yappi.start()
         try:
-            return _run(nb_remote, kubeconfig, config, resync, election or Election())
+            return _run(nb_remote, kubeconfig, config, resync, election or Election(),
+                        metrics_address)
         finally:
             yappi.stop()
             with open(profile, "w") as out:
@@ -52,11 +55,12 @@ def run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: f
                 for f in list(stats)[:80]:
                     out.write(f"{f.tsub:9.3f} {f.ttot:9.3f} {f.ncall:9d} "
                               f"{f.module.split('site-packages/')[-1]}:{f.lineno} {f.name}\n")
-    return _run(nb_remote, kubeconfig, config, resync, election or Election())
+    return _run(nb_remote, kubeconfig, config, resync, election or Election(),
+                metrics_address)
 
 
 def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: float,
-         election: Election) -> int:
+         election: Election, metrics_address: str) -> int:
     # The NB connection thread does many short socket waits; while kopf's event loop is
     # busy, each wait for the GIL costs up to the switch interval (5 ms by default): a
     # two-row transaction took a second under a burst of pod events (the "convoy effect").
@@ -65,7 +69,11 @@ def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: 
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it too
-    with NbConnection(nb_remote) as nb:
+    # Served first, so /healthz answers while NB and the API server are being reached, and
+    # a standby is alive and ready (ready to take over).
+    telemetry = ControllerTelemetry.serve(metrics_address)
+    telemetry.set_leader(False if election.enabled else None)
+    with contextlib.closing(telemetry), NbConnection(nb_remote) as nb:
         LOG.info("kovn controller: NB %s, kubeconfig %s", nb_remote, kubeconfig or "in-cluster")
         elector = None
         if election.enabled:
@@ -75,11 +83,18 @@ def _run(nb_remote: str, kubeconfig: str | None, config: ClusterConfig, resync: 
             elector = LeaderElector(lease_api, election.identity, election.namespace,
                                     timing=election.timing)
             elector.acquire()
-            elector.keep_renewing(on_lost=restart_as_standby)
+            telemetry.set_leader(True)
+
+            def lost(reason: str) -> None:
+                telemetry.set_leader(False)
+                restart_as_standby(reason)
+
+            elector.keep_renewing(on_lost=lost)
         may_write = elector.may_write if elector else _always
         controller = Controller(config, FencedKube(kubeconfig, may_write),
                                 FencedReconciler(nb, may_write), resync=resync,
-                                may_write=may_write)
+                                metrics=telemetry.metrics, may_write=may_write)
+        telemetry.attach(controller)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, controller)
         try:

@@ -249,6 +249,9 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  outside: netns {status['prefix']}-outside (exec outside -- CMD)")
     if status["blackholes"]:
         lines.append(f"  blackhole routes: {', '.join(status['blackholes'])}")
+    if status.get("metrics"):
+        lines.append("  metrics (/metrics /healthz /readyz): " + ", ".join(
+            f"{name} {url}" for name, url in status["metrics"].items()))
     kube = status.get("kube")
     if kube:
         lines.append(f"  kubernetes: apiserver {kube['apiserver']}, kubeconfig "

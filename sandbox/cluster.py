@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, netns, outside, procs, workloads
+from sandbox import central, kube, leftovers, metrics, netns, outside, procs, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -115,6 +115,7 @@ class Sandbox:
         if self.config.kube:
             # Ports set to 0 become free ones now; state.json records them.
             self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
+            self.config = dataclasses.replace(self.config, **metrics.resolve_ports(self.config))
         if self.config.runs_pods and (why := workloads.why_no_workloads()) is not None:
             raise SandboxError(f"cannot run pods: {why}; or start with --no-workloads")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +334,7 @@ class Sandbox:
         if not self._state_path.exists():
             return {**base, "state": "down", "up": False, "daemons": [], "nodes": [],
                     "blackholes": [], "started_at": None, "prefix": self.config.prefix,
-                    "kube": None}
+                    "metrics": {}, "kube": None}
         loaded = Sandbox.load(self.state_dir)
         daemons = []
         for d in loaded._daemons:
@@ -360,6 +361,7 @@ class Sandbox:
             "daemons": daemons,
             "nodes": [_node_json(n) for n in loaded.nodes],
             "blackholes": loaded._blackholes,
+            "metrics": metrics.endpoints(loaded.config),
             "kube": ({"kubeconfig": str(loaded.kubeconfig),
                       "apiserver": kube.apiserver_url(loaded.config)}
                      if loaded.config.kube else None),

@@ -26,7 +26,7 @@ import yaml
 
 from contract import defaults
 from kube.client import KubeClient, KubeError
-from sandbox import procs
+from sandbox import metrics, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
@@ -197,7 +197,8 @@ def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> p
     # A stable identity: a restarted controller (sandbox restart) resumes its own Lease at
     # once, as a restarted container of the same pod does.
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-            "--kubeconfig", kc, "--service-dns", "--identity", f"{config.prefix}-controller"]
+            "--kubeconfig", kc, "--service-dns", "--identity", f"{config.prefix}-controller",
+            *metrics.controller_args(config)]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
                                 env=python_env(), cwd=REPO)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from controller.config import ClusterConfig
 from kube.client import KubeClient
-from sandbox import apirelay, outside, procs
+from sandbox import apirelay, metrics, outside, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube import REPO, kubeconfig, python_env
@@ -93,7 +93,8 @@ def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list
 def start_agent(config: SandboxConfig, node: SandboxNode, sb_remote: str,
                 record: Record) -> procs.Daemon:
     daemon = procs.spawn_daemon(
-        f"{node.name}/agent", agent_argv(config, node, sb_remote),
+        f"{node.name}/agent", [*agent_argv(config, node, sb_remote),
+                               *metrics.agent_args(config, node.name)],
         pidfile=node.dir / "agent.pid", log=node.dir / "agent.log",
         match=(str(agent_socket(node)),), env=python_env(), cwd=REPO, netns=node.netns)
     record(daemon)
