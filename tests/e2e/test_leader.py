@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,11 @@ from tests.e2e.test_network_model import PORT, create_deployment, ready_pods
 pytestmark = pytest.mark.e2e
 FAST = LeaseTiming(duration=3.0, renew_deadline=2.0, retry=0.5)
 METER = "kovn-acl-logging"  # a row the cluster owns: every full resync repairs it
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
 
 
 def holder(api: KubeClient, name: str = LEADER_LEASE) -> str | None:
@@ -90,6 +96,9 @@ def test_a_second_controller_stands_by_then_takes_over_within_15s(
         create_deployment(cluster, "leader-a", "web", 2)
         ready_pods(cluster_sandbox, cluster, "leader-a", "web", 2)
         assert "reconciled" not in log.read_text()  # it wrote nothing while standing by
+        # Alive and ready (ready to take over), and its metrics say it does not lead.
+        assert "standby" in fetch(f"{standby.metrics_url}/readyz")
+        assert "kovn_controller_leader 0.0" in fetch(f"{standby.metrics_url}/metrics")
 
         daemon = next(d for d in cluster_sandbox._daemons if d.name == CONTROLLER)
         pid = procs.live_pid(daemon)
@@ -101,6 +110,7 @@ def test_a_second_controller_stands_by_then_takes_over_within_15s(
         took_over = time.monotonic() - killed_at
         assert took_over < 15, f"took over after {took_over:.1f} s"
         standby.wait_ready()
+        assert "kovn_controller_leader 1.0" in fetch(f"{standby.metrics_url}/metrics")
         # It converged from its own listing with nothing to undo: the same rows.
         resync = re.findall(r"reconciled full resync: (\d+) creates, (\d+) updates, "
                             r"(\d+) deletes", log.read_text())
