@@ -59,6 +59,9 @@ class SandboxConfig:
     # scheduled. Without the controller nobody annotates the nodes, so `up` then does not
     # wait for the agents (a test running its own controller calls Sandbox.wait_agents).
     workloads: bool = True
+    # The kovn controller and node agents run as the manifests' ServiceAccounts, with only
+    # the rights manifests/rbac grants (sandbox/identities.py); False: as the admin.
+    service_accounts: bool = True
     blackhole_ranges: tuple[str, ...] = (
         OUTSIDE_CIDR,
         defaults.JOIN_CIDR,

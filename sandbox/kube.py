@@ -26,7 +26,7 @@ import yaml
 
 from contract import defaults
 from kube.client import KubeClient, KubeError
-from sandbox import procs
+from sandbox import identities, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
@@ -193,7 +193,7 @@ def start_heartbeat(config: SandboxConfig, nodes: dict[str, str], record: Record
 def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> procs.Daemon:
     """`kovn controller` against the sandbox's NB and API server."""
     d = config.state_dir
-    kc = str(kubeconfig(config))
+    kc = str(identities.kubeconfig_for(config, identities.CONTROLLER_SA))
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
             "--kubeconfig", kc, "--service-dns"]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
@@ -255,6 +255,7 @@ def finish_up(up: KubeUp) -> None:
             wait.until(f"CRD {name} Established", lambda n=name: crd_established(wait.api, n),
                        30, str(d / "kube-apiserver.log"))
         up.progress(f"kube: CRDs established: {', '.join(crds) or 'none'}")
+        up.progress(identities.setup(config, wait.api))
         controller = None
         if config.controller:
             controller = start_controller(config, up.nb_remote, up.record)
