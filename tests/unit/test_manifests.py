@@ -312,3 +312,22 @@ def test_the_containerfile_builds_the_plugin_and_copies_every_shipped_package() 
     for package in shipped["tool"]["setuptools"]["packages"]:
         assert f"COPY {package} {package}" in text, package
     assert "build-cni-plugin.sh /opt/kovn/kovn-cni.pyz" in text
+
+
+def test_the_controller_logs_in_at_the_api_server_the_manifests_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a pod, kopf's own login would dial https://kubernetes.default.svc, which nothing
+    serves before kovn runs; the manifests set $KUBERNETES_SERVICE_HOST/PORT instead."""
+    from operators import handlers
+
+    (tmp_path / "token").write_text("sa-token\n")
+    (tmp_path / "ca.crt").write_text("ca")
+    monkeypatch.setattr(handlers, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.10")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    info = handlers.in_cluster_login()
+    assert info is not None
+    assert (info.server, info.token, info.ca_path) == \
+        ("https://10.0.0.10:6443", "sa-token", str(tmp_path / "ca.crt"))
+    env = {e["name"] for e in _container("Deployment", "kovn-controller", "controller")["env"]}
+    assert {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} <= env
