@@ -126,13 +126,18 @@ ServiceAccounts of manifests/rbac): a role misses a verb the code uses. Listed i
 summary; read before the sandbox's logs go with its state dir."""
 
 
+FORBIDDEN_MARKS = ("HTTP 403", "Forbidden", "forbidden", "Not enough permissions")
+"""kube/client.py's KubeError, the API server's message, and kopf's warning when it may not
+watch something (it then carries on with less)."""
+
+
 def forbidden_lines(log: Path, what: str) -> list[str]:
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return []
     return [f"{what}: {line.strip()[:300]}" for line in text.splitlines()
-            if "HTTP 403" in line or "Forbidden" in line or "forbidden" in line]
+            if any(mark in line for mark in FORBIDDEN_MARKS)]
 
 
 def _note_forbidden(sandbox: Sandbox) -> None:
