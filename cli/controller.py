@@ -9,6 +9,7 @@ from typing import Any
 
 from contract import defaults
 from controller.config import ClusterConfig
+from northbound import names
 from northbound.connection import DEFAULT_NB, NorthboundUnavailable
 from telemetry import address as metrics_address
 from telemetry.address import TelemetryError, parse_address
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     except TelemetryError as exc:
         print(f"kovn controller: {exc}", file=sys.stderr)
         return 2
-    config = ClusterConfig(default_cidr=args.default_cidr, join_cidr=args.join_cidr,
+    config = ClusterConfig(default_subnet=args.default_subnet, default_cidr=args.default_cidr,
+                           join_cidr=args.join_cidr,
                            service_cidr=args.service_cidr, mtu=args.mtu,
                            service_dns=args.service_dns)
     try:
@@ -56,6 +58,9 @@ def register(subparsers: Any) -> None:
                         help=f"NB address (default $KOVN_NB or {DEFAULT_NB})")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                         help="kubeconfig (default $KUBECONFIG, else in-cluster)")
+    parser.add_argument("--default-subnet", default=names.DEFAULT_SUBNET,
+                        help="name of the Subnet created at start for namespaces no Subnet "
+                        f"claims (default {names.DEFAULT_SUBNET})")
     parser.add_argument("--default-cidr",
                         default=os.environ.get("KOVN_DEFAULT_CIDR", defaults.POD_CIDR))
     parser.add_argument("--join-cidr", default=defaults.JOIN_CIDR)

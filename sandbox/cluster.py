@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, metrics, netns, outside, procs, workloads
+from sandbox import central, identities, kube, leftovers, metrics, netns, outside, procs, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -363,7 +363,8 @@ class Sandbox:
             "blackholes": loaded._blackholes,
             "metrics": metrics.endpoints(loaded.config),
             "kube": ({"kubeconfig": str(loaded.kubeconfig),
-                      "apiserver": kube.apiserver_url(loaded.config)}
+                      "apiserver": kube.apiserver_url(loaded.config),
+                      "identities": identities.describe(loaded.config)}
                      if loaded.config.kube else None),
         }
 

@@ -63,6 +63,9 @@ class SandboxConfig:
     # 127.0.0.1 (sandbox/metrics.py); 0 and () pick free ones at `up`.
     controller_metrics_port: int = 0
     agent_metrics_ports: tuple[int, ...] = ()
+    # The kovn controller and node agents run as the manifests' ServiceAccounts, with only
+    # the rights manifests/rbac grants (sandbox/identities.py); False: as the admin.
+    service_accounts: bool = True
     blackhole_ranges: tuple[str, ...] = (
         OUTSIDE_CIDR,
         defaults.JOIN_CIDR,

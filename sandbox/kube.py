@@ -26,7 +26,7 @@ import yaml
 
 from contract import defaults
 from kube.client import KubeClient, KubeError
-from sandbox import metrics, procs
+from sandbox import identities, metrics, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
@@ -193,7 +193,7 @@ def start_heartbeat(config: SandboxConfig, nodes: dict[str, str], record: Record
 def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> procs.Daemon:
     """`kovn controller` against the sandbox's NB and API server."""
     d = config.state_dir
-    kc = str(kubeconfig(config))
+    kc = str(identities.kubeconfig_for(config, identities.CONTROLLER_SA))
     # A stable identity: a restarted controller (sandbox restart) resumes its own Lease at
     # once, as a restarted container of the same pod does.
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
@@ -258,7 +258,7 @@ def finish_up(up: KubeUp) -> None:
             wait.until(f"CRD {name} Established", lambda n=name: crd_established(wait.api, n),
                        30, str(d / "kube-apiserver.log"))
         up.progress(f"kube: CRDs established: {', '.join(crds) or 'none'}")
-        ensure_namespace(wait.api, defaults.SYSTEM_NAMESPACE)  # the leader Lease's
+        up.progress(identities.setup(config, wait.api))
         controller = None
         if config.controller:
             controller = start_controller(config, up.nb_remote, up.record)
@@ -339,15 +339,6 @@ def apply_crds(api: KubeClient, crd_dir: Path = CRD_DIR) -> list[str]:
                     from exc
             names.append(name)
     return names
-
-
-def ensure_namespace(api: KubeClient, name: str) -> None:
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    try:
-        api.create("/api/v1/namespaces", body)
-    except KubeError as exc:
-        if exc.status != 409:
-            raise
 
 
 def crd_established(api: KubeClient, name: str) -> bool:

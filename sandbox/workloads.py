@@ -24,7 +24,7 @@ from pathlib import Path
 
 from controller.config import ClusterConfig
 from kube.client import KubeClient
-from sandbox import apirelay, metrics, outside, procs
+from sandbox import apirelay, identities, metrics, outside, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube import REPO, kubeconfig, python_env
@@ -84,7 +84,8 @@ def write_cni_files(node: SandboxNode, plugin: Path) -> None:
 def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list[str]:
     """`kovn node` for this node (run inside the node's netns)."""
     return [sys.executable, "-m", "cli.main", "node", "--node", node.name,
-            "--kubeconfig", str(kubeconfig(config)), "--ovs-db", node.ovs_remote,
+            "--kubeconfig", str(identities.kubeconfig_for(config, identities.NODE_SA)),
+            "--ovs-db", node.ovs_remote,
             "--sb-remote", sb_remote, "--encap-ip", node.underlay_ip,
             "--datapath-type", "netdev", "--socket", str(agent_socket(node)),
             "--kube-netns", config.host_netns, *outside.agent_args(config, node)]
