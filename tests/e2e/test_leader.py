@@ -29,6 +29,7 @@ from sandbox.cluster import Sandbox
 from sandbox.controlplane import ControllerProcess, eventually
 from sandbox.kube import CONTROLLER
 from sandbox.probe import probe
+from tests.e2e.conftest import EXPECTED_FORBIDDEN
 from tests.e2e.controlplane import Cluster
 from tests.e2e.test_network_model import PORT, create_deployment, ready_pods
 
@@ -255,3 +256,37 @@ def test_a_leader_cut_off_from_the_api_stops_writing_before_its_lease_expires(
             eventually(lambda: meter_present(nb), timeout=40,
                        what="the controller leads again and repairs NB")
             assert holder(api) == "kovn-cut"
+
+
+def test_a_leader_whose_credentials_are_revoked_stops_writing_and_resumes_once_restored(
+        cluster_sandbox: Sandbox) -> None:
+    """The sandbox's controller runs as the manifests' ServiceAccount: take its Lease rights
+    away (the RoleBinding of manifests/rbac/controller.yaml) and give them back."""
+    if not cluster_sandbox.config.service_accounts:
+        pytest.skip("the controller runs as the admin (--admin-identities)")
+    nb, api = cluster_sandbox.nb_remote, KubeClient(cluster_sandbox.kubeconfig)
+    log = Path(next(d for d in cluster_sandbox._daemons if d.name == CONTROLLER).log)
+    binding = (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{SYSTEM_NAMESPACE}/rolebindings/"
+               "kovn-controller-leader-election")
+    saved = api.get(binding)
+    EXPECTED_FORBIDDEN.append('cannot get resource "leases"')
+    offset = log.stat().st_size
+    api.delete(binding)
+    revoked_at = time.monotonic()
+    try:
+        eventually(lambda: "lost leadership" in log.read_text()[offset:], timeout=15,
+                   what="the controller stands down", interval=0.1)
+        lost_after = time.monotonic() - revoked_at
+        assert lost_after < LeaseTiming().duration, f"stood down after {lost_after:.1f} s"
+        delete_meter(nb)
+        time.sleep(3)
+        assert not meter_present(nb), "a controller without its Lease wrote NB"
+        assert "may not use Leases" in log.read_text()[offset:]
+    finally:
+        api.create(binding.rsplit("/", 1)[0], {k: v for k, v in saved.items()
+                                               if k != "metadata"} | {
+            "metadata": {"name": saved["metadata"]["name"],
+                         "namespace": SYSTEM_NAMESPACE}})
+    eventually(lambda: meter_present(nb), timeout=40,
+               what="the controller leads again and repairs NB")
+    print(f"stood down {lost_after:.1f} s after its Lease rights were revoked")
