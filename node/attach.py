@@ -127,8 +127,7 @@ class Attachments:
             raise CniError(Code.PLUMBING_FAILED, f"cannot plumb {req.ifname}: {exc}") from exc
         t_plumb = time.monotonic()
         lsp = network.logical_switch_port
-        stale = [i.name for i in self.ovs.interfaces(
-            lambda i: i.external_ids.get(IFACE_ID) == lsp and i.name != host_if)]
+        stale = [i.name for i in self.ovs.interfaces_with(IFACE_ID, lsp) if i.name != host_if]
         external_ids = {
             IFACE_ID: lsp, IFACE_ID_VER: uid, ATTACHED_MAC: network.mac,
             SANDBOX: req.container_id, NETNS_KEY: req.netns, IFNAME_KEY: req.ifname,
@@ -236,8 +235,8 @@ class Attachments:
         with self.locks.hold(req.container_id):
             host_if = plumbing.host_veth_name(req.container_id, req.ifname)
             wanted = Attachment(req.container_id, req.ifname)
-            names = {i.name for i in self.ovs.interfaces(
-                lambda i: SANDBOX in i.external_ids and _attachment(i) == wanted)}
+            names = {i.name for i in self.ovs.interfaces_with(SANDBOX, req.container_id)
+                     if _attachment(i) == wanted}
             self._remove(names | {host_if})
             LOG.info("DEL %s %s: removed port %s", req.container_id[:12], req.ifname,
                      ", ".join(sorted(names)) or "none (already gone)")

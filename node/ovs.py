@@ -23,7 +23,12 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
 SCHEMA = "Open_vSwitch"
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+TABLES = ("Open_vSwitch", "Bridge", "Port")
+# Only the Interface columns kovn and ovsdbapp's port commands read or write: ovs-vswitchd
+# rewrites `statistics`, `status` and the link columns of every interface every few seconds,
+# and each such update would cost the agent CPU for every pod on the node.
+INTERFACE_COLUMNS = ("name", "type", "external_ids", "ofport", "mac_in_use", "mac",
+                     "mtu_request", "options", "error")
 
 # external_ids of a pod's Interface. iface-id, iface-id-ver and attached_mac are OVN's;
 # sandbox (container id) is ovn-kubernetes' convention; the kovn.io/ keys are kovn's own.
@@ -36,6 +41,7 @@ NETNS_KEY = "kovn.io/netns"
 IFNAME_KEY = "kovn.io/ifname"
 POD_KEY = "kovn.io/pod"
 NETWORK_KEY = "kovn.io/network"
+INDEXED_KEYS = (IFACE_ID, SANDBOX)
 
 
 class OvsError(RuntimeError):
@@ -52,18 +58,57 @@ class Iface:
     mac_in_use: str
 
 
+def _iface(row: Any) -> Iface:
+    return Iface(row.name, dict(row.external_ids), row.ofport[0] if row.ofport else None,
+                 row.mac_in_use[0] if row.mac_in_use else "")
+
+
 class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):
-    """An IDL that counts changes and wakes waiters on each one."""
+    """An IDL that counts changes, wakes waiters on each one, and indexes the Interface rows
+    by name and by the external_ids an ADD or DEL looks them up by.
+
+    Reading a set or map column of an IDL row converts the whole datum on every access, so a
+    scan of every Interface costs milliseconds once a node has a few dozen pods; an ADD did
+    several (stale ports, then one per wake-up while waiting for ovn-installed). The index is
+    kept in `notify`, which the IDL calls on the connection's thread under its lock, for
+    every row created, updated or deleted, the initial contents included.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changed = threading.Condition()
         self.generation = 0
+        self.iface_rows: dict[str, Any] = {}  # name -> Interface row
+        self.iface_keys: dict[tuple[str, str], set[str]] = {}  # (key, value) -> names
+        self._keys_of: dict[str, set[tuple[str, str]]] = {}  # name -> its (key, value)s
 
     def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        if row._table.name == "Interface":
+            self._index(event, row)
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+
+    def _index(self, event: Any, row: Any) -> None:
+        name = row.name
+        if event == "delete":  # ovs.db.idl.ROW_DELETE
+            if self.iface_rows.get(name) is row:
+                del self.iface_rows[name]
+            keys: set[tuple[str, str]] = set()
+        else:
+            self.iface_rows[name] = row
+            ids = row.external_ids
+            keys = {(key, ids[key]) for key in INDEXED_KEYS if key in ids}
+        old = self._keys_of.pop(name, set())
+        for key in old - keys:
+            names = self.iface_keys.get(key, set())
+            names.discard(name)
+            if not names:
+                self.iface_keys.pop(key, None)
+        for key in keys - old:
+            self.iface_keys.setdefault(key, set()).add(name)
+        if keys:
+            self._keys_of[name] = keys
 
 
 def _fetch_schema(remote: str, timeout: float) -> Any:
@@ -98,6 +143,7 @@ class Ovs:
         helper = _fetch_schema(self.remote, self.timeout)
         for table in TABLES:
             helper.register_table(table)
+        helper.register_columns("Interface", list(INTERFACE_COLUMNS))
         self._idl = _NotifyingIdl(self.remote, helper)
         conn = ovsdbapp_connection.Connection(self._idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
@@ -168,15 +214,23 @@ class Ovs:
 
     def interfaces(self, where: Callable[[Iface], bool] = lambda _i: True) -> list[Iface]:
         with self.api.ovsdb_connection.lock:
-            rows = [Iface(row.name, dict(row.external_ids),
-                          row.ofport[0] if row.ofport else None,
-                          row.mac_in_use[0] if row.mac_in_use else "")
-                    for row in self.api.tables["Interface"].rows.values()]
+            rows = [_iface(row) for row in self.api.tables["Interface"].rows.values()]
         return [iface for iface in rows if where(iface)]
 
     def interface(self, name: str) -> Iface | None:
-        found = self.interfaces(lambda i: i.name == name)
-        return found[0] if found else None
+        assert self._idl is not None
+        with self.api.ovsdb_connection.lock:
+            row = self._idl.iface_rows.get(name)
+            return None if row is None else _iface(row)
+
+    def interfaces_with(self, key: str, value: str) -> list[Iface]:
+        """The Interfaces whose external_ids[key] is `value`, for a key of INDEXED_KEYS."""
+        assert self._idl is not None and key in INDEXED_KEYS
+        with self.api.ovsdb_connection.lock:
+            rows = [self._idl.iface_rows[name]
+                    for name in self._idl.iface_keys.get((key, value), ())
+                    if name in self._idl.iface_rows]
+            return [_iface(row) for row in rows]
 
     def bridge_ports(self, bridge: str) -> set[str]:
         with self.api.ovsdb_connection.lock:
