@@ -80,6 +80,8 @@ class ReadyWatch:
 
     def __init__(self, api: KubeClient) -> None:
         self.ready: dict[str, float] = {}
+        self.bound: dict[str, float] = {}  # first seen with a nodeName
+        self.running: dict[str, float] = {}  # first seen with a podIP (the kubelet's report)
         self.nodes: dict[str, str] = {}
         self.lock = threading.Lock()
         self.watch = ListWatch(api, f"/api/v1/namespaces/{NAMESPACE}/pods",
@@ -101,6 +103,9 @@ class ReadyWatch:
         with self.lock:
             if obj["spec"].get("nodeName"):
                 self.nodes[name] = obj["spec"]["nodeName"]
+                self.bound.setdefault(name, time.monotonic())
+            if obj.get("status", {}).get("podIP"):
+                self.running.setdefault(name, time.monotonic())
             if conds.get("Ready") == "True" and name not in self.ready:
                 self.ready[name] = time.monotonic()
 
@@ -238,6 +243,9 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
     print(f"{count} pods created in {posted:.2f}s ({how}), all Ready after {total:.2f}s; "
           f"spread: {spread}")
     print(f"creation -> Ready : {percentiles(latencies)}")
+    for what, seen in (("bound", watch.bound), ("podIP", watch.running)):
+        steps = [seen[n] - created[n] for n in created if n in seen]
+        print(f"  creation -> {what:5s}: {percentiles(steps)}")
     print(f"CNI ADD           : {percentiles(adds)}")
     retried = [e for e in errors if e.startswith("code 11:")]
     print(f"CNI ADD failures  : {len(errors)} ({len(retried)} 'try again later', retried)")

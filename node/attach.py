@@ -147,7 +147,12 @@ class Attachments:
             LOG.info("ADD %s/%s: removed stale port %s with iface-id %s", req.pod_namespace,
                      req.pod_name, name, lsp)
         t_ovs = time.monotonic()
-        if not self.ovs.wait_installed(host_if, self.settings.install_timeout):
+        try:
+            installed = self.ovs.wait_installed(host_if, self.settings.install_timeout)
+        except OvsError as exc:
+            self._remove([host_if])
+            raise CniError(Code.OVS_FAILURE, str(exc)) from exc
+        if not installed:
             self._remove([host_if])
             raise CniError(Code.TRY_AGAIN_LATER,
                            f"ovn-controller did not install port {lsp} ({host_if}) within "

@@ -19,6 +19,7 @@ from typing import Any
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
@@ -56,11 +57,12 @@ class Iface:
     external_ids: dict[str, str]
     ofport: int | None
     mac_in_use: str
+    error: str = ""  # why ovs-vswitchd could not open it (then ofport is -1)
 
 
 def _iface(row: Any) -> Iface:
     return Iface(row.name, dict(row.external_ids), row.ofport[0] if row.ofport else None,
-                 row.mac_in_use[0] if row.mac_in_use else "")
+                 row.mac_in_use[0] if row.mac_in_use else "", row.error[0] if row.error else "")
 
 
 class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):
@@ -109,6 +111,20 @@ class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):
             self.iface_keys.setdefault(key, set()).add(name)
         if keys:
             self._keys_of[name] = keys
+
+
+class _NoWaitTransaction(ovsdbapp_transaction.Transaction):
+    """A transaction that returns once the database committed it, like `ovs-vsctl --no-wait`.
+
+    ovsdbapp's default (vsctl-style) transaction then waits for ovs-vswitchd to reconfigure,
+    on the connection's one thread: under a burst every pod's port waited behind every
+    other's reconfiguration (0.5 s per ADD at 50 pods per node). A pod's port needs no such
+    wait: the ADD waits for ovn-installed, which ovn-controller sets only once vswitchd has
+    the port, and Ovs.wait_installed gives up early on an Interface vswitchd refused.
+    """
+
+    def pre_commit(self, txn: Any) -> None:
+        txn.expected_ifaces = set()  # ovsdbapp's add_port records its new Interface here
 
 
 def _fetch_schema(remote: str, timeout: float) -> Any:
@@ -162,12 +178,20 @@ class Ovs:
 
     # ------------------------------------------------------------------ writes
 
-    def execute(self, *commands: Any) -> list[Any]:
-        """Run the commands in one transaction; OvsError if it fails."""
+    def execute(self, *commands: Any, wait_vswitchd: bool = True) -> list[Any]:
+        """Run the commands in one transaction; OvsError if it fails. Returns once
+        ovs-vswitchd applied it, or only committed it without `wait_vswitchd`."""
         try:
-            with self.api.transaction(check_error=True, log_errors=False) as txn:
+            if wait_vswitchd:
+                with self.api.transaction(check_error=True, log_errors=False) as txn:
+                    for command in commands:
+                        txn.add(command)
+            else:
+                txn = _NoWaitTransaction(self.api, self.api.ovsdb_connection, self.timeout,
+                                         check_error=True, log_errors=False)
                 for command in commands:
                     txn.add(command)
+                txn.commit()
         except ovsdbapp_exceptions.TimeoutException as exc:
             raise OvsError(f"Open_vSwitch transaction at {self.remote} timed out: {exc}") from exc
         except (RuntimeError, LookupError) as exc:
@@ -203,12 +227,13 @@ class Ovs:
         commands = [self.api.del_port(port, if_exists=True) for port in {*stale, name}]
         commands.append(self.api.add_port(bridge, name, may_exist=False,
                                           external_ids=dict(external_ids)))
-        self.execute(*commands)
+        self.execute(*commands, wait_vswitchd=False)
 
     def del_ports(self, names: Iterable[str]) -> None:
         names = sorted(set(names))
         if names:
-            self.execute(*(self.api.del_port(name, if_exists=True) for name in names))
+            self.execute(*(self.api.del_port(name, if_exists=True) for name in names),
+                         wait_vswitchd=False)
 
     # ------------------------------------------------------------------ reads
 
@@ -262,6 +287,11 @@ class Ovs:
                     changed.wait(min(remaining, 1.0))
 
     def wait_installed(self, name: str, timeout: float) -> bool:
-        """Wait for ovn-controller to mark Interface `name` external_ids:ovn-installed=true."""
-        return self.wait_interface(
-            name, lambda i: i.external_ids.get(OVN_INSTALLED) == "true", timeout) is not None
+        """Wait for ovn-controller to mark Interface `name` external_ids:ovn-installed=true;
+        OvsError as soon as ovs-vswitchd reports that it could not open the interface."""
+        iface = self.wait_interface(
+            name, lambda i: i.external_ids.get(OVN_INSTALLED) == "true" or i.ofport == -1,
+            timeout)
+        if iface is not None and iface.external_ids.get(OVN_INSTALLED) != "true":
+            raise OvsError(f"ovs-vswitchd could not add {name}: {iface.error or 'ofport -1'}")
+        return iface is not None
