@@ -174,16 +174,19 @@ class Attachments:
         """The pod and its kovn.io/pod-network, waiting (bounded) for the controller.
 
         The node's pod watch (node.podwatch) answers and wakes this as soon as the controller
-        writes the annotation; the API is read once up front when the watch does not have
-        the annotated pod yet (that read also tells a deleted or re-created pod), then only
-        every API_RECHECK seconds in case the watch lags. Without a watch: polled.
+        writes the annotation; the API is read up front only when the watch does not show
+        this pod (uid) yet (that read also tells a deleted or re-created pod), then every
+        API_RECHECK seconds in case the watch lags. Without a watch: polled.
         """
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
         delay = 0.05
         cached = self.pods.get(req.pod_namespace, req.pod_name) if self.pods else None
-        next_read = time.monotonic()
+        known = cached is not None and cached["metadata"].get("uid") == (
+            req.pod_uid or cached["metadata"].get("uid"))
+        # The watch already shows this very pod (only its annotation is missing): no read.
+        next_read = time.monotonic() + (API_RECHECK if known else 0.0)
         while True:
             if cached is not None and (found := self._network(req, cached, trusted=False)):
                 return found
