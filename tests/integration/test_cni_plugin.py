@@ -6,6 +6,7 @@ socket server with a stand-in handler (the shim <-> agent round trip).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -29,11 +30,15 @@ POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u-
 
 def plugin_binary() -> str:
     """This checkout's kovn-cni, as the sandbox installs it (node.cni_plugin.launcher)."""
-    path = Path(tempfile.gettempdir()) / f"kovn-cni-test-{os.getpid()}" / "kovn-cni"
-    if not path.exists():
+    text = launcher(os.path.realpath(sys.executable), str(REPO))
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"kovn-cni-test-{digest}" / "kovn-cni"
+    if not path.exists():  # one per checkout and interpreter, written atomically
         path.parent.mkdir(exist_ok=True)
-        path.write_text(launcher(os.path.realpath(sys.executable), str(REPO)))
-        path.chmod(0o755)
+        tmp = path.with_name(f"kovn-cni.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(path)
     return str(path)
 
 
