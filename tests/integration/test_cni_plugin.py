@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -213,3 +214,48 @@ def test_stale_socket_replaced(tmp_path: Path) -> None:
         assert rc == 0
     finally:
         server.stop()
+
+
+def test_burst_of_300_connections_is_never_refused(tmp_path: Path) -> None:
+    """300 runtimes connecting at once, as the shim does (a socket with a timeout, so a full
+    backlog would fail connect() at once with EAGAIN): every one gets its answer."""
+    slow = threading.Event()
+
+    def handler(request: CniRequest) -> dict[str, Any] | None:
+        slow.wait(0.2)  # the agent is busy: connections pile up in the backlog
+        return None
+
+    path = str(tmp_path / "cni.sock")
+    server = CniServer(path, handler).start()
+    request = json.dumps({"env": {**add_env(), "CNI_COMMAND": "DEL"},
+                          "stdin": json.dumps(CONF)}).encode() + b"\n"
+    answers: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(300)
+
+    def one() -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        try:
+            start.wait()
+            sock.connect(path)
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(65536).decode()
+        except OSError as exc:
+            answer = f"refused: {exc}"
+        finally:
+            sock.close()
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=one) for _ in range(300)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        server.stop()
+    refused = [a for a in answers if not a.startswith('{"ok":true')]
+    assert len(answers) == 300 and not refused, refused[:3]
