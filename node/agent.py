@@ -34,6 +34,7 @@ from node.mgmt import ManagementPort
 from node.nodeports import NodePortTable
 from node.ovs import Ovs
 from node.plumbing import NetnsMissing, enter_netns, open_netns
+from node.podwatch import NodePods
 from telemetry.server import TelemetryServer
 
 LOG = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Agent:
         self.server: CniServer | None = None
         self.mgmt: ManagementPort | None = None
         self.node_ports: NodePortTable | None = None
+        self.pods: NodePods | None = None
         self._services: ListWatch | None = None
         self._last_mgmt_error = ""
         self.metrics = metrics.NodeMetrics()
@@ -123,11 +125,12 @@ class Agent:
                  "%s", config.ovs_db, config.node, config.sb_remote, config.encap_ip,
                  config.bridge, config.datapath_type)
         self.kube = connect_kube(config.kubeconfig, config.kube_netns)
+        self.pods = NodePods(self.kube, config.node).start()
         self.attachments = Attachments(
             AttachSettings(node=config.node, bridge=config.bridge,
                            annotation_timeout=config.annotation_timeout,
                            install_timeout=config.install_timeout, tx_off=config.tx_off),
-            self.ovs, self.kube, on_added=self.metrics.pod_added)
+            self.ovs, self.kube, self.pods, on_added=self.metrics.pod_added)
         self.attachments.reconcile()
         self.mgmt = ManagementPort(self.ovs, config.bridge, tx_off=config.tx_off)
         self.server = CniServer(config.socket, self.dispatch,
@@ -224,6 +227,9 @@ class Agent:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.pods is not None:
+            self.pods.stop()
+            self.pods = None
         if self.kube is not None:
             self.kube.close()
             self.kube = None

@@ -45,8 +45,10 @@ from node.ovs import (
     Ovs,
     OvsError,
 )
+from node.podwatch import NodePods
 
 LOG = logging.getLogger(__name__)
+API_RECHECK = 2.0  # seconds between reads of a Pod the watch shows unannotated
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,12 @@ def _attachment(iface: Iface) -> Attachment:
 
 class Attachments:
     def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient,
+                 pods: NodePods | None = None,
                  on_added: Callable[[AddTimings], None] | None = None) -> None:
         self.settings = settings
         self.ovs = ovs
         self.kube = kube
+        self.pods = pods  # this node's Pods, watched; None: ADD polls the API
         self.locks = KeyedLocks()
         self.on_added = on_added
         """Told of every successful ADD (the agent's metrics)."""
@@ -153,8 +157,7 @@ class Attachments:
             raise CniError(Code.PLUMBING_FAILED, f"cannot plumb {req.ifname}: {exc}") from exc
         t_plumb = time.monotonic()
         lsp = network.logical_switch_port
-        stale = [i.name for i in self.ovs.interfaces(
-            lambda i: i.external_ids.get(IFACE_ID) == lsp and i.name != host_if)]
+        stale = [i.name for i in self.ovs.interfaces_with(IFACE_ID, lsp) if i.name != host_if]
         external_ids = {
             IFACE_ID: lsp, IFACE_ID_VER: uid, ATTACHED_MAC: network.mac,
             SANDBOX: req.container_id, NETNS_KEY: req.netns, IFNAME_KEY: req.ifname,
@@ -174,7 +177,12 @@ class Attachments:
             LOG.info("ADD %s/%s: removed stale port %s with iface-id %s", req.pod_namespace,
                      req.pod_name, name, lsp)
         t_ovs = time.monotonic()
-        if not self.ovs.wait_installed(host_if, self.settings.install_timeout):
+        try:
+            installed = self.ovs.wait_installed(host_if, self.settings.install_timeout)
+        except OvsError as exc:
+            self._remove([host_if])
+            raise CniError(Code.OVS_FAILURE, str(exc)) from exc
+        if not installed:
             self._remove([host_if])
             raise CniError(Code.TRY_AGAIN_LATER,
                            f"ovn-controller did not install port {lsp} ({host_if}) within "
@@ -198,41 +206,70 @@ class Attachments:
             routes=routes))
 
     def _wait_network(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
-        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller."""
+        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller.
+
+        The node's pod watch (node.podwatch) answers and wakes this as soon as the controller
+        writes the annotation; the API is read up front only when the watch does not show
+        this pod (uid) yet (that read also tells a deleted or re-created pod), then every
+        API_RECHECK seconds in case the watch lags. Without a watch: polled.
+        """
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
         delay = 0.05
+        cached = self.pods.get(req.pod_namespace, req.pod_name) if self.pods else None
+        known = cached is not None and cached["metadata"].get("uid") == (
+            req.pod_uid or cached["metadata"].get("uid"))
+        # The watch already shows this very pod (only its annotation is missing): no read.
+        next_read = time.monotonic() + (API_RECHECK if known else 0.0)
         while True:
-            try:
-                pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
-            except KubeError as exc:
-                if time.monotonic() > deadline:
-                    raise CniError(Code.TRY_AGAIN_LATER,
-                                   f"cannot read pod {who} from the API server: {exc}") from exc
-                pod = {}
-            if pod is None:
-                raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
-            if pod:
-                uid = pod["metadata"].get("uid", "")
-                if req.pod_uid and uid != req.pod_uid:
-                    raise CniError(Code.POD_MISMATCH,
-                                   f"pod {who} has uid {uid}, not K8S_POD_UID={req.pod_uid}: "
-                                   "it was deleted and re-created; this sandbox is the old "
-                                   "pod's")
-                text = annotations(pod).get(POD_NETWORK)
-                if text:
-                    try:
-                        return pod, PodNetwork.decode(text)
-                    except ValueError as exc:
-                        raise CniError(Code.BAD_ANNOTATION, str(exc)) from exc
+            if cached is not None and (found := self._network(req, cached, trusted=False)):
+                return found
+            if time.monotonic() >= next_read:
+                try:
+                    pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
+                except KubeError as exc:
+                    if time.monotonic() > deadline:
+                        raise CniError(Code.TRY_AGAIN_LATER, f"cannot read pod {who} from the "
+                                       f"API server: {exc}") from exc
+                    pod = {}
+                if pod is None:
+                    raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
+                if pod and (found := self._network(req, pod, trusted=True)):
+                    return found
+                next_read = time.monotonic() + (API_RECHECK if self.pods else delay)
+                delay = min(delay * 2, 0.5)
             if time.monotonic() > deadline:
                 raise CniError(Code.TRY_AGAIN_LATER,
                                f"pod {who} has no {POD_NETWORK} annotation after {timeout:g}s: "
                                "is `kovn controller` running? (`kubectl describe pod` shows "
                                "its events, e.g. IPAllocationFailed)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            pause = max(0.0, min(next_read, deadline) - time.monotonic())
+            if self.pods is None:
+                time.sleep(pause)
+            else:
+                cached = self.pods.wait(req.pod_namespace, req.pod_name, cached, pause)
+
+    @staticmethod
+    def _network(req: CniRequest, pod: dict[str, Any], trusted: bool
+                 ) -> tuple[dict[str, Any], PodNetwork] | None:
+        """The pod's network if its annotation is there. Only a `trusted` (just read) pod
+        may refuse the ADD: a cached one may be an older pod of the same name."""
+        uid = pod["metadata"].get("uid", "")
+        if req.pod_uid and uid != req.pod_uid:
+            if not trusted:
+                return None
+            who = f"{req.pod_namespace}/{req.pod_name}"
+            raise CniError(Code.POD_MISMATCH,
+                           f"pod {who} has uid {uid}, not K8S_POD_UID={req.pod_uid}: it was "
+                           "deleted and re-created; this sandbox is the old pod's")
+        text = annotations(pod).get(POD_NETWORK)
+        if not text:
+            return None
+        try:
+            return pod, PodNetwork.decode(text)
+        except ValueError as exc:
+            raise CniError(Code.BAD_ANNOTATION, str(exc)) from exc
 
     # ------------------------------------------------------------------ DEL, GC
 
@@ -241,8 +278,8 @@ class Attachments:
         with self.locks.hold(req.container_id):
             host_if = plumbing.host_veth_name(req.container_id, req.ifname)
             wanted = Attachment(req.container_id, req.ifname)
-            names = {i.name for i in self.ovs.interfaces(
-                lambda i: SANDBOX in i.external_ids and _attachment(i) == wanted)}
+            names = {i.name for i in self.ovs.interfaces_with(SANDBOX, req.container_id)
+                     if _attachment(i) == wanted}
             self._remove(names | {host_if})
             LOG.info("DEL %s %s: removed port %s", req.container_id[:12], req.ifname,
                      ", ".join(sorted(names)) or "none (already gone)")

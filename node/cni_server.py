@@ -41,8 +41,15 @@ class ServerError(RuntimeError):
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A thread per connection: an ADD mostly waits (for the controller's annotation, for
+    ovn-controller), so hundreds may be in flight at once during a rollout."""
+
     daemon_threads = True
     allow_reuse_address = False
+    # socketserver's default backlog is 5: a burst of runtimes connecting at once would find
+    # it full, and a shim's connect() then fails at once (EAGAIN on a unix socket). The
+    # kernel caps this at net.core.somaxconn (4096 by default since Linux 5.4).
+    request_queue_size = 1024
 
     def __init__(self, path: str, owner: CniServer) -> None:
         self.owner = owner

@@ -174,6 +174,9 @@ def start_managers(config: SandboxConfig, pki: Pki, record: Record) -> None:
         f"--kubeconfig={_component_kubeconfig(config, 'kube-scheduler')}",
         "--secure-port=0",
         "--leader-elect=false",
+        # Default 50/s, burst 100: a bind and an event per pod, so a rollout of 100 pods
+        # waited seconds for the scheduler's own rate limiter before any kubelet saw one.
+        "--kube-api-qps=200", "--kube-api-burst=400",
         "--profiling=false",
     ]))
 
