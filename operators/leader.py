@@ -88,7 +88,6 @@ class LeaderElector:
         self._observed_at = 0.0  # when it was first seen as it is
         self._last_said = ""
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # --- the fence -------------------------------------------------------------------------
     def may_write(self) -> bool:
@@ -181,24 +180,35 @@ class LeaderElector:
 
     # --- renewing --------------------------------------------------------------------------
     def keep_renewing(self, on_lost: Callable[[str], None]) -> None:
-        """Renew every `retry` seconds in a thread; once the hold is past the renew deadline
-        (or someone else holds the Lease), call `on_lost(reason)` once and stop."""
-        def loop() -> None:
-            while not self._stop.wait(self.timing.retry):
-                renewed = self.try_acquire_or_renew()
-                if not renewed and self._renewed_at is None:
-                    holder = self._observed[0] if self._observed else "someone else"
-                    on_lost(f"{self.where} is now held by {holder}")
-                    return
-                if not self.may_write():
-                    self._renewed_at = None
-                    on_lost(f"{self.where} not renewed for {self.timing.renew_deadline:.0f} s "
-                            "(the API server unreachable, or this controller's credentials "
-                            "no longer allow it)")
-                    return
+        """Renew every `retry` seconds in one thread; a second thread calls `on_lost(reason)`
+        once, as soon as the hold is past the renew deadline or someone else holds the
+        Lease. Two threads, because a renewal can hang (a half-open connection, retries
+        inside the HTTP client) well past the deadline: standing down must not wait for it."""
+        lost = threading.Event()
 
-        self._thread = threading.Thread(target=loop, name="kovn-lease", daemon=True)
-        self._thread.start()
+        def renew() -> None:
+            while not self._stop.wait(self.timing.retry) and not lost.is_set():
+                self.try_acquire_or_renew()
+
+        def watch() -> None:
+            while not self._stop.wait(min(0.1, self.timing.retry / 4)):
+                if self.may_write():
+                    continue
+                lost.set()
+                if self._renewed_at is None:
+                    holder = self._observed[0] if self._observed else ""
+                    reason = f"{self.where} is now held by {holder or 'someone else'}"
+                else:
+                    self._renewed_at = None
+                    reason = (f"{self.where} not renewed for "
+                              f"{self.timing.renew_deadline:.0f} s (the API server "
+                              "unreachable, or this controller's credentials no longer "
+                              "allow it)")
+                on_lost(reason)
+                return
+
+        for target, name in ((renew, "kovn-lease-renew"), (watch, "kovn-lease-watch")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     def release(self) -> None:
         """On a clean stop: hand the Lease over at once instead of letting it expire (as

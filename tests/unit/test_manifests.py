@@ -52,7 +52,7 @@ EXPECTED_CLUSTER_ROLES: dict[str, Grants] = {
     },
     "kovn-node": {
         ("", "nodes"): {"get", "patch"},
-        ("", "pods"): {"get", "list"},
+        ("", "pods"): {"get", "list", "watch"},
         ("", "services"): {"list", "watch"},
     },
 }
