@@ -5,12 +5,24 @@ The python IDL keeps an in-memory replica of the tables kovn manages and reconne
 until the timeout. What this module adds: a clear error when NB cannot be reached at all, a
 fresh ovsdbapp API class per connection (ovsdbapp stores the connection on the class, so two
 connections in one process would otherwise share one), and check_error=True everywhere.
+
+A clustered NB (raft, three ovsdb-servers) is one remote list, `unix:/a.sock,unix:/b.sock,...`
+or `tcp:10.0.0.1:6641,tcp:10.0.0.2:6641,...`. The IDL talks to the leader only
+(`leader_only`): it tries the members in turn and skips followers, so kovn's replica always
+holds what was committed and a transaction is never planned against a follower lagging
+behind. When the leader dies, the IDL marks the transactions in flight TRY_AGAIN, which
+ovsdbapp re-runs once the replica is back in sync with the new leader: the plan is recomputed
+(northbound/apply.py), not replayed. A transaction whose commit the dead leader may or may
+not have made before dying can then collide with its own first attempt (a port name NB
+already holds); execute() runs such a transaction once more after a failover, against the
+replica that now shows the outcome. Every change of server is logged (see _FailoverLog).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,12 +37,17 @@ from northbound import fastjson
 from northbound.name_index import NameIndex
 from northbound.observe import monitored_columns
 from northbound.owner_index import OwnerIndex
+from northbound.remotes import split_remotes
 from northbound.rows import NAMED_TABLES, TABLES
 
 LOG = logging.getLogger(__name__)
 fastjson.enable()
 SCHEMA = "OVN_Northbound"
 DEFAULT_NB = "unix:/tmp/kovn-sandbox/nb.sock"
+# How often execute() runs a transaction again that NB refused across a failover.
+FAILOVER_RETRIES = 2
+# With several remotes (a cluster), retry the members every second (the IDL's floor).
+MEMBER_BACKOFF_MS = 1000
 # Tables kovn reads besides the ones it writes (show prints the gateway chassis of ports).
 EXTRA_TABLES = ("Gateway_Chassis",)
 
@@ -73,14 +90,69 @@ def _fetch_schema(remote: str, timeout: float) -> Any:
     return outcome["helper"]
 
 
+class _FailoverLog:
+    """Says when the IDL loses its server and which member it writes through afterwards.
+
+    Watched from Idl.run() in the connection thread: the session's seqno changes on every
+    connect and disconnect, and the IDL is back in business once it monitors again (for a
+    cluster with leader_only: once it found the leader, skipping the followers)."""
+
+    def __init__(self, remote: str, leader_only: bool) -> None:
+        self.remote = remote
+        self.several = len(split_remotes(remote)) > 1
+        self._what = " (the raft leader)" if self.several and leader_only else ""
+        self.failovers = 0
+        """How often the connection lost its server (a raft failover, a restart); counted
+        when lost, so a transaction failing on the way sees it."""
+        self._seqno: int | None = None
+        self._serving: str | None = None  # the server the replica was last in sync with
+        self._synced = False
+        self._lost_at: float | None = None
+
+    def observe(self, idl: ovs_idl.Idl) -> None:
+        session = idl._session
+        seqno = session.get_seqno()
+        if seqno != self._seqno:  # a new session, or the end of one: in sync no more
+            self._seqno = seqno
+            if self._synced:
+                self._synced, self._lost_at = False, time.monotonic()
+                self.failovers += 1
+                LOG.warning("NB: lost %s%s; transactions in flight wait and are retried",
+                            self._serving, f", trying the other members of {self.remote}"
+                            if self.several else ", reconnecting")
+        if not self._synced and session.is_connected() and \
+                idl.state == ovs_idl.Idl.IDL_S_MONITORING:
+            self._synced = True
+            self._settled(session.get_name())
+
+    def _settled(self, name: str) -> None:
+        if self._lost_at is None:
+            LOG.debug("NB: connected to %s%s", name, self._what)
+        else:
+            LOG.warning("NB failover: now on %s%s after %.1fs without NB (was %s); the "
+                        "transactions in flight are retried", name, self._what,
+                        time.monotonic() - self._lost_at, self._serving)
+        self._serving, self._lost_at = name, None
+
+
 class _IndexedIdl(ovsdbapp_connection.OvsdbIdl):
     """The IDL, telling the owner index about every row it creates, changes or deletes."""
 
-    def __init__(self, owner_index: OwnerIndex, name_index: NameIndex, *args: Any,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, owner_index: OwnerIndex, name_index: NameIndex, remote: str,
+                 *args: Any, leader_only: bool = True, **kwargs: Any) -> None:
+        super().__init__(remote, *args, leader_only=leader_only, **kwargs)
+        if len(split_remotes(remote)) > 1:
+            # Once every member was tried, the IDL waits up to 8 s (doubling from 1 s) before
+            # trying again: a failover would outlast the election (~1-2 s) by seconds.
+            self._session.reconnect.set_backoff(MEMBER_BACKOFF_MS, MEMBER_BACKOFF_MS)
         self._owner_index = owner_index
         self._name_index = name_index
+        self.failover_log = _FailoverLog(remote, leader_only)
+
+    def run(self) -> Any:
+        changed = super().run()
+        self.failover_log.observe(self)
+        return changed
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         self._owner_index.notify(event, row)
@@ -89,13 +161,19 @@ class _IndexedIdl(ovsdbapp_connection.OvsdbIdl):
 
 
 class NbConnection:
-    """Owns one IDL connection to NB and the ovsdbapp API object bound to it."""
+    """Owns one IDL connection to NB and the ovsdbapp API object bound to it.
+
+    `remote` may list several servers (the members of a raft cluster), comma-separated.
+    `leader_only` (the default, for writers): stay on the cluster's leader. Readers that only
+    take one snapshot (`kovn show`) may pass False and read any member."""
 
     def __init__(
-        self, remote: str = DEFAULT_NB, timeout: float = 30.0, tables: Iterable[str] | None = None
+        self, remote: str = DEFAULT_NB, timeout: float = 30.0, tables: Iterable[str] | None = None,
+        leader_only: bool = True,
     ) -> None:
         self.remote = remote
         self.timeout = timeout
+        self.leader_only = leader_only
         self._tables = tuple(tables) if tables is not None else TABLES + EXTRA_TABLES
         self.api: Any = None
         self.owner_index = OwnerIndex()
@@ -110,7 +188,7 @@ class NbConnection:
             else:
                 helper.register_table(table)
         idl = _IndexedIdl(self.owner_index, self.name_index, self.remote, helper,
-                          leader_only=False)
+                          leader_only=self.leader_only)
         conn = ovsdbapp_connection.Connection(idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
         api_class = type("KovnNbApi", (impl_idl.OvnNbApiIdlImpl,), {"_ovsdb_connection": None})
@@ -138,16 +216,38 @@ class NbConnection:
     def tables(self) -> dict[str, Any]:
         return self.api.tables
 
+    @property
+    def failovers(self) -> int:
+        """How often the connection lost its server (the raft leader died or stepped down,
+        ovsdb-server restarted); the IDL then finds another by itself."""
+        return self.idl.failover_log.failovers if self.api is not None else 0
+
     def execute(self, command: ovsdbapp_command.BaseCommand) -> Any:
-        """Run one command in its own transaction; errors raise NorthboundError."""
-        try:
-            with self.api.transaction(check_error=True, log_errors=False) as txn:
-                txn.add(command)
-        except ovsdbapp_exceptions.TimeoutException as exc:
-            raise _unreachable(self.remote, "transaction timed out") from exc
-        except (RuntimeError, LookupError) as exc:  # LookupError: a row names a missing one
-            raise NorthboundError(f"NB at {self.remote} refused the transaction: {exc}") from exc
-        return command.result
+        """Run one command in its own transaction; errors raise NorthboundError.
+
+        A transaction refused while the connection failed over is run again (at most
+        FAILOVER_RETRIES times): its first attempt may have been committed by the server
+        that went away, and the fresh replica then shows it, so the command recomputes a
+        write that no longer collides (PlanCommand plans again from the replica)."""
+        for attempt in range(FAILOVER_RETRIES + 1):
+            failovers = self.failovers
+            try:
+                with self.api.transaction(check_error=True, log_errors=False) as txn:
+                    txn.add(command)
+            except ovsdbapp_exceptions.TimeoutException as exc:
+                raise _unreachable(self.remote, "transaction timed out") from exc
+            except (RuntimeError, LookupError) as exc:  # LookupError: a row names a missing one
+                if str(exc) == "OVS transaction timed out":  # TRY_AGAIN until the deadline
+                    raise _unreachable(self.remote, f"no leader within {self.timeout}s") \
+                        from exc
+                if self.failovers != failovers and attempt < FAILOVER_RETRIES:
+                    LOG.warning("NB refused a transaction sent across a failover (%s); "
+                                "running it again against the new server's data", exc)
+                    continue
+                raise NorthboundError(f"NB at {self.remote} refused the transaction: {exc}") \
+                    from exc
+            return command.result
+        raise AssertionError("not reached")
 
     def close(self) -> None:
         if self.api is not None:

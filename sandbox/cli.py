@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
     up.add_argument("--nb-tcp-port", type=_tcp_port, default=6641, metavar="PORT",
                     help="also serve the NB on tcp:127.0.0.1:PORT; 0 or 'none' disables "
                     "(default 6641)")
+    up.add_argument("--ovn-ha", action="store_true",
+                    help="run OVN NB and SB each as a 3-member raft cluster (nb1..nb3, "
+                    "sb1..sb3; clients get all members, comma-separated); with --nb-tcp-port "
+                    "the NB members serve PORT, PORT+1 and PORT+2")
     up.add_argument("--no-kube", dest="kube", action="store_false",
                     help="start only OVN: no Kubernetes control plane, no controller")
     up.add_argument("--no-controller", dest="controller", action="store_false",
@@ -101,9 +105,9 @@ def register(subparsers: Any) -> None:
 
     restart = actions.add_parser(
         "restart", help="restart a node's agent or kubelet (NODE/agent, NODE/kubelet); pods "
-        "keep running")
+        "keep running; with --ovn-ha start a stopped raft member again (nb1..sb3)")
     _add_state_dir(restart)
-    restart.add_argument("daemon", metavar="NODE/agent|NODE/kubelet")
+    restart.add_argument("daemon", metavar="NODE/agent|NODE/kubelet|MEMBER")
     restart.set_defaults(func=_guarded(cmd_restart))
 
     down = actions.add_parser("down", help="stop the sandbox and remove all it created")
@@ -118,7 +122,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         controller = args.kube and args.controller
         config = SandboxConfig(
             state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
-            nb_tcp_port=args.nb_tcp_port, kube=args.kube, controller=controller,
+            nb_tcp_port=args.nb_tcp_port, ovn_ha=args.ovn_ha, kube=args.kube,
+            controller=controller,
             workloads=controller if args.workloads is None else args.workloads,
             apiserver_port=args.apiserver_port, etcd_port=args.etcd_port,
             etcd_peer_port=args.etcd_peer_port)
@@ -232,7 +237,14 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"sandbox in {status['state_dir']}: {status['state']} "
              f"(prefix {status['prefix']}{when})"]
     tcp = f"  {status['nb_tcp_remote']}" if status.get("nb_tcp_remote") else ""
-    lines += [f"  NB  {status['nb_remote']}{tcp}", f"  SB  {status['sb_remote']}", "  daemons:"]
+    lines += [f"  NB  {status['nb_remote']}{tcp}", f"  SB  {status['sb_remote']}"]
+    if status.get("ovn_ha"):
+        lines.append("  raft (--ovn-ha): " + ", ".join(
+            f"{m['name']} {m['role']}" + (f" (term {m['term']})" if m["role"] == "leader" else "")
+            for m in status.get("raft", [])))
+        lines.append("    leader of a member: ovs-appctl -t STATE_DIR/<member>.ctl "
+                     "cluster/status OVN_Northbound (or OVN_Southbound)")
+    lines.append("  daemons:")
     width = max((len(d["name"]) for d in status["daemons"]), default=0)
     for d in status["daemons"]:
         state = "running" if d["alive"] else "stopped"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, netns, outside, procs, workloads
+from sandbox import central, kube, leftovers, netns, outside, procs, raft, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -110,8 +110,7 @@ class Sandbox:
         t0 = time.monotonic()
         check_prerequisites(self.config)
         self._clear_leftovers(progress)
-        if self.config.nb_tcp_port is not None:
-            central.check_tcp_port_free(self.config.nb_tcp_port)
+        central.check_tcp_ports_free(self.config)
         if self.config.kube:
             # Ports set to 0 become free ones now; state.json records them.
             self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
@@ -181,7 +180,10 @@ class Sandbox:
 
     def restart(self, name: str) -> procs.Daemon:
         """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`);
-        what it serves is left as it is (pods keep running)."""
+        what it serves is left as it is (pods keep running). With ovn_ha, start a stopped
+        raft member again (`nb2`): it rejoins its cluster (same pidfile, so no new record)."""
+        if self.config.ovn_ha and name in raft.member_names():
+            return raft.restart(self.state_dir, name, self.config.nb_tcp_port)
         node_name, _, what = name.partition("/")
         if what not in ("agent", "kubelet") or not self.config.runs_pods:
             raise SandboxError(f"only a node's agent or kubelet can be restarted, not {name!r}")
@@ -348,6 +350,8 @@ class Sandbox:
             "nb_remote": loaded.nb_remote,
             "sb_remote": loaded.sb_remote,
             "nb_tcp_remote": loaded.nb_tcp_remote,
+            "ovn_ha": loaded.config.ovn_ha,
+            "raft": raft.describe(self.state_dir) if loaded.config.ovn_ha else [],
             "started_at": loaded._started_at,
             "daemons": daemons,
             "nodes": [_node_json(n) for n in loaded.nodes],
