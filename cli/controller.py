@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from cli.remotes import remote_list
+from cli.remotes import remote_list, sandbox_default
 from contract import defaults
 from controller.config import ClusterConfig
 from northbound.connection import DEFAULT_NB, NorthboundUnavailable
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
         "controller", help="run the controller: Kubernetes objects -> OVN NB rows",
         description="Watch Subnets, Namespaces, Nodes and Pods; allocate addresses; keep the "
         "OVN northbound database in step; annotate pods with kovn.io/pod-network.")
-    parser.add_argument("--nb", default=os.environ.get("KOVN_NB", DEFAULT_NB),
+    parser.add_argument("--nb", default=os.environ.get("KOVN_NB") or sandbox_default(DEFAULT_NB),
                         type=remote_list,
                         help=f"NB address (default $KOVN_NB or {DEFAULT_NB}); a raft "
                         "cluster as all its members, comma-separated (kovn writes through "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,7 +32,7 @@ from sandbox.controlplane import eventually, nb_ports
 from sandbox.kube import CONTROLLER
 from sandbox.probe import probe
 from tests.e2e.conftest import RAFT_PREFIX, running, why_no_pods
-from tests.e2e.controlplane import Cluster, condition
+from tests.e2e.controlplane import REPO, Cluster, condition
 from tests.e2e.test_network_model import Pod, ready_pods
 
 pytestmark = pytest.mark.e2e
@@ -124,11 +125,20 @@ def kill_leader(sandbox: Sandbox) -> tuple[raft.Member, int]:
     return leader, status.term
 
 
-def nbctl_on(member: raft.Member, *args: str) -> str:
-    """ovn-nbctl against this one member, leader or not (what its own replica holds)."""
-    return subprocess.run(["ovn-nbctl", "--no-leader-only", f"--db={member.remote}",
-                           "--timeout=10", *args],
-                          capture_output=True, text=True, check=True).stdout
+def ports_on(member: raft.Member, namespace: str) -> int | None:
+    """How many of the burst's ports this one member holds, leader or not (None: it does not
+    answer yet, e.g. still catching up after a restart)."""
+    proc = subprocess.run(["ovn-nbctl", "--no-leader-only", f"--db={member.remote}",
+                           "--timeout=5", "--bare", "--columns=name", "list",
+                           "Logical_Switch_Port"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    return sum(name.startswith(f"{namespace}_") for name in proc.stdout.split())
+
+
+def kovn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def controller_log(sandbox: Sandbox) -> str:
@@ -211,17 +221,24 @@ def test_nb_leader_killed_during_a_burst_loses_nothing(ha_sandbox: Sandbox) -> N
         failures = [f for f in pool.map(check, pairs) if f]
     assert not failures, "\n".join(failures)
 
-    # The killed member, started again, rejoins as a follower and catches up.
-    sandbox.restart(killed.name)
-    raft.wait_joined(raft.members(sandbox.state_dir, "nb"), timeout=30)
-    rejoined = raft.member_status(killed)
-    assert rejoined is not None and rejoined.joined and rejoined.role == "follower"
-    eventually(lambda: sum(name.startswith(f"{namespace}_") for name in nbctl_on(
-        killed, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()) == PODS,
-        30, f"{killed.name} holding all {PODS} ports again")
+    # kovn show and kovn trace take the members as one comma-separated remote.
+    src, dst = pairs[0]
+    shown = kovn("show", "pod", dst.key, "--nb", sandbox.nb_remote)
+    assert shown.returncode == 0 and f"{namespace}_{dst.name}" in shown.stdout, shown.stderr
+    traced = kovn("trace", src.key, dst.key, "tcp", str(PORT), "--nb", sandbox.nb_remote,
+                  "--sb", sandbox.sb_remote)
+    assert traced.returncode == 0 and "allowed" in traced.stdout, traced.stdout + traced.stderr
 
     comparison = f"; without a kill: {baseline:.1f}s" if baseline is not None else ""
     print(f"\nraft: {PODS} pods Ready in {took:.1f}s with the NB leader {killed.name} killed "
           f"{killed_after:.1f}s in ({at_kill} ports written by then), {new_leader.name} leader "
           f"{elected_after:.1f}s later (term {term} -> {new_status.term}){comparison}; "
           f"{len(pairs)} cross-node probes answered; {failover[-1].split('NB failover: ')[-1]}")
+
+    # The killed member, started again, rejoins as a follower and catches up.
+    sandbox.restart(killed.name)
+    raft.wait_joined(raft.members(sandbox.state_dir, "nb"), timeout=30)
+    rejoined = raft.member_status(killed)
+    assert rejoined is not None and rejoined.joined and rejoined.role == "follower"
+    eventually(lambda: ports_on(killed, namespace) == PODS, 30,
+               f"{killed.name} holding all {PODS} ports again")

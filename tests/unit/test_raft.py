@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.remotes import sandbox_default
 from northbound.remotes import check_remote, join_remotes, split_remotes
 from sandbox import central, raft
 from sandbox.cli import format_status
@@ -162,3 +163,14 @@ def test_status_shows_the_raft_roles() -> None:
     text = format_status(status)
     assert "raft (--ovn-ha): nb1 leader (term 3), nb2 follower, nb3 down" in text
     assert "raft" not in format_status({**status, "ovn_ha": False, "raft": []})
+
+
+def test_cli_default_finds_an_ha_sandbox(tmp_path: Path) -> None:
+    default = f"unix:{tmp_path}/nb.sock"
+    assert sandbox_default(default) == default  # nothing there: the message names it
+    for i in (1, 2, 3):
+        (tmp_path / f"nb{i}.sock").touch()
+    assert sandbox_default(default) == ",".join(f"unix:{tmp_path}/nb{i}.sock" for i in (1, 2, 3))
+    (tmp_path / "nb.sock").touch()  # a standalone sandbox's socket wins
+    assert sandbox_default(default) == default
+    assert sandbox_default("tcp:127.0.0.1:6641") == "tcp:127.0.0.1:6641"
