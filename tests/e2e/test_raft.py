@@ -78,6 +78,10 @@ def ha_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Any:
         apiserver_port=0, etcd_port=0, etcd_peer_port=0,
     )
     yield from running(config)
+    # `down` stopped every member, by pidfile (the killed one restarted under the same).
+    alive = [m.name for db in raft.DATABASES for m in raft.members(config.state_dir, db)
+             if procs.live_pid(m.daemon()) is not None]
+    assert not alive, f"raft members still running after down: {alive}"
 
 
 def burst_ports(sandbox: Sandbox, namespace: str) -> dict[str, dict[str, Any]]:
@@ -150,13 +154,20 @@ def test_nb_leader_killed_during_a_burst_loses_nothing(ha_sandbox: Sandbox) -> N
     assert len(split_remotes(sandbox.nb_remote)) == raft.MEMBERS
     baseline = None
     if os.environ.get("KOVN_RAFT_BASELINE"):
-        started = start_burst(cluster, "raft-base")
-        baseline = wait_ready(cluster, "raft-base", PODS, started)
-        cluster.api.call("DELETE", "/api/v1/namespaces/raft-base")
-        eventually(lambda: not cluster.pods("raft-base"), 180, "the baseline's pods gone",
+        base = f"raft-base-{int(time.time()) % 100000}"
+        started = start_burst(cluster, base)
+        baseline = wait_ready(cluster, base, PODS, started)
+        cluster.api.call("DELETE", f"/api/v1/namespaces/{base}")
+        eventually(lambda: not cluster.pods(base), 180, "the baseline's pods gone",
                    interval=1.0)
 
-    namespace = "raft-burst"
+    # A fresh namespace and a whole cluster per attempt (conftest runs a test once more after
+    # a vswitchd crash): the first attempt's pods stay, its killed member is started again.
+    namespace = f"raft-burst-{int(time.time()) % 100000}"
+    for member in raft.members(sandbox.state_dir, "nb"):
+        if procs.live_pid(member.daemon()) is None:
+            sandbox.restart(member.name)
+    raft.wait_joined(raft.members(sandbox.state_dir, "nb"))
     started = start_burst(cluster, namespace)
     at_kill = len(eventually(lambda: len(burst_ports(sandbox, namespace)) >= KILL_AT
                              and burst_ports(sandbox, namespace), 60,
