@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import build_parser
 from cli.remotes import sandbox_default
 from northbound.remotes import check_remote, join_remotes, split_remotes
 from sandbox import central, raft
@@ -174,3 +175,18 @@ def test_cli_default_finds_an_ha_sandbox(tmp_path: Path) -> None:
     (tmp_path / "nb.sock").touch()  # a standalone sandbox's socket wins
     assert sandbox_default(default) == default
     assert sandbox_default("tcp:127.0.0.1:6641") == "tcp:127.0.0.1:6641"
+
+
+def test_the_cli_flags() -> None:
+    parser = build_parser()
+    up = parser.parse_args(["sandbox", "up", "--ovn-ha", "--nb-tcp-port", "none"])
+    assert up.ovn_ha and up.nb_tcp_port is None
+    assert not parser.parse_args(["sandbox", "up"]).ovn_ha
+    members = "unix:/s/nb1.sock,unix:/s/nb2.sock,unix:/s/nb3.sock"
+    assert parser.parse_args(["controller", "--nb", members]).nb == members
+    node = parser.parse_args(["node", "--node", "n1", "--ovs-db", "unix:/db.sock",
+                              "--sb-remote", "tcp:10.0.0.1:6642, tcp:10.0.0.2:6642",
+                              "--encap-ip", "10.0.0.9"])
+    assert node.sb_remote == "tcp:10.0.0.1:6642,tcp:10.0.0.2:6642"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["controller", "--nb", "nb.sock"])
