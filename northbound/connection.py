@@ -61,11 +61,14 @@ class NorthboundError(RuntimeError):
 
 
 def _unreachable(remote: str, detail: object) -> NorthboundUnavailable:
+    cluster = (" A raft cluster needs a majority of its members running to elect a leader "
+               "(2 of 3): `ovs-appctl -t <member ctl> cluster/status OVN_Northbound` says "
+               "what each one sees." if len(split_remotes(remote)) > 1 else "")
     return NorthboundUnavailable(
         f"cannot reach the OVN northbound database at {remote}: {detail}. "
         "Is ovsdb-server running there? Start the sandbox with `kovn sandbox up`, "
         "or pass the right address with --nb (e.g. unix:/run/ovn/ovnnb_db.sock or "
-        "tcp:127.0.0.1:6641)."
+        f"tcp:127.0.0.1:6641).{cluster}"
     )
 
 
@@ -238,8 +241,9 @@ class NbConnection:
                 raise _unreachable(self.remote, "transaction timed out") from exc
             except (RuntimeError, LookupError) as exc:  # LookupError: a row names a missing one
                 if str(exc) == "OVS transaction timed out":  # TRY_AGAIN until the deadline
-                    raise _unreachable(self.remote, f"no leader within {self.timeout}s") \
-                        from exc
+                    raise _unreachable(self.remote, f"no server took the transaction within "
+                                       f"{self.timeout}s (a raft cluster without a leader, "
+                                       "or a server that went away)") from exc
                 if self.failovers != failovers and attempt < FAILOVER_RETRIES:
                     LOG.warning("NB refused a transaction sent across a failover (%s); "
                                 "running it again against the new server's data", exc)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from northbound import names
-from northbound.connection import NbConnection
+from northbound.connection import NbConnection, NorthboundUnavailable
 from northbound.reconciler import Reconciler
 from northbound.remotes import split_remotes
 from northbound.rows import LogicalSwitch, LogicalSwitchPort, NbRow, Owner
@@ -116,3 +116,21 @@ def test_a_follower_dying_goes_unnoticed(nb_cluster: list[raft.Member]) -> None:
         owner = Owner(SUBNET, "s1")
         Reconciler(nb).reconcile([LogicalSwitch(owner=owner, name="s1")], owners={owner})
         assert nb.failovers == 0
+
+
+def test_without_quorum_nb_is_unavailable_until_a_member_returns(
+        nb_cluster: list[raft.Member]) -> None:
+    state_dir = nb_cluster[0].state_dir
+    with NbConnection(raft.cluster_remote(state_dir, "nb"), timeout=4) as nb:
+        reconciler = Reconciler(nb)
+        leader = raft.find_leader(state_dir, "nb")
+        follower = next(m for m in nb_cluster if m != leader)
+        procs.stop_daemons([leader.daemon(), follower.daemon()])  # one of three left
+        owner = Owner(SUBNET, "s1")
+        with pytest.raises(NorthboundUnavailable, match="majority of its members"):
+            reconciler.reconcile([LogicalSwitch(owner=owner, name="s1")], owners={owner})
+        raft.restart(state_dir, follower.name)  # two of three: a leader again
+        raft.wait_joined([m for m in nb_cluster if m != leader])
+        time.sleep(4)  # the timed-out transaction leaves the connection thread (ovsdbapp)
+        reconciler.reconcile([LogicalSwitch(owner=owner, name="s1")], owners={owner})
+        assert [r.name for r in nb.tables["Logical_Switch"].rows.values()] == ["s1"]
