@@ -21,11 +21,14 @@ replica that now shows the outcome. Every change of server is logged (see _Failo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
+import ovs.jsonrpc as ovs_jsonrpc
+import ovs.stream as ovs_stream
 from ovs.db import idl as ovs_idl
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_command
@@ -73,23 +76,57 @@ def _unreachable(remote: str, detail: object) -> NorthboundUnavailable:
 
 
 def _fetch_schema(remote: str, timeout: float) -> Any:
-    """idlutils.get_schema_helper with a deadline: by itself it blocks forever on a server
-    that accepts the connection but never answers (stopped, hung)."""
+    """The NB schema from the first member of `remote` that answers, within `timeout`.
+
+    Each member gets an equal share of what is left of the deadline, so a stopped (hung)
+    member of a cluster costs its share and no more; a member that is down is the normal
+    state of a cluster with a failure, logged at INFO, not an error."""
+    members = split_remotes(remote) or [remote]
+    deadline = time.monotonic() + timeout
+    failures = []
+    for i, member in enumerate(members):
+        share = max(0.1, (deadline - time.monotonic()) / (len(members) - i))
+        try:
+            return _fetch_schema_from(member, share)
+        except (OSError, RuntimeError) as exc:
+            failures.append(f"{member}: {exc}" if len(members) > 1 else str(exc))
+            if i + 1 < len(members):
+                LOG.info("NB member %s gave no schema (%s); trying the next one", member, exc)
+    raise _unreachable(remote, "; ".join(failures))
+
+
+def _fetch_schema_from(member: str, timeout: float) -> Any:
+    """get_schema from one server, with a deadline: by itself the jsonrpc call blocks
+    forever on a server that accepts the connection but never answers (stopped, hung)."""
     outcome: dict[str, Any] = {}
 
     def fetch() -> None:
         try:
-            outcome["helper"] = idlutils.get_schema_helper(remote, SCHEMA)
-        except Exception as exc:  # ovsdbapp raises a bare Exception here
+            error, conn = ovs_stream.Stream.open_block(ovs_stream.Stream.open(member))
+            if error:
+                raise OSError(error, os.strerror(error))
+            rpc = ovs_jsonrpc.Connection(conn)
+            try:
+                error, reply = rpc.transact_block(
+                    ovs_jsonrpc.Message.create_request("get_schema", [SCHEMA]))
+            finally:
+                rpc.close()
+            if error:
+                raise OSError(error, os.strerror(error))
+            if reply.error:
+                raise RuntimeError(f"no {SCHEMA} database there ({reply.error})")
+            outcome["helper"] = idlutils.create_schema_helper(reply.result)
+        except Exception as exc:  # any failure of this member: the caller tries the next
             outcome["error"] = exc
 
     worker = threading.Thread(target=fetch, name="kovn-nb-schema", daemon=True)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise _unreachable(remote, f"no answer within {timeout}s")
+        raise OSError(f"no answer within {timeout:.1f}s")
     if "error" in outcome:
-        raise _unreachable(remote, outcome["error"]) from outcome["error"]
+        error = outcome["error"]
+        raise error if isinstance(error, OSError | RuntimeError) else RuntimeError(str(error))
     return outcome["helper"]
 
 

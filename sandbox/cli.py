@@ -242,8 +242,6 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("  raft (--ovn-ha): " + ", ".join(
             f"{m['name']} {m['role']}" + (f" (term {m['term']})" if m["role"] == "leader" else "")
             for m in status.get("raft", [])))
-        lines.append("    leader of a member: ovs-appctl -t STATE_DIR/<member>.ctl "
-                     "cluster/status OVN_Northbound (or OVN_Southbound)")
     lines.append("  daemons:")
     width = max((len(d["name"]) for d in status["daemons"]), default=0)
     for d in status["daemons"]:
@@ -270,6 +268,9 @@ def format_status(status: dict[str, Any]) -> str:
         f"    kovn show --nb {status['nb_remote']}",
         f"    ovn-sbctl --db={status['sb_remote']} show",
     ]
+    if status.get("ovn_ha"):
+        lines.append(f"    ovs-appctl -t {status['state_dir']}/nb1.ctl cluster/status "
+                     "OVN_Northbound")
     if kube:
         lines += [f"    export KUBECONFIG={kube['kubeconfig']}",
                   f"    {kube_bin_dir() / 'kubectl'} get nodes"]

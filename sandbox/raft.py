@@ -8,7 +8,9 @@ member creates the cluster (`ovsdb-tool create-cluster`), the others join it (`j
 clients get all members as one comma-separated remote, as the OVSDB IDLs (C and Python) and
 ovn-nbctl/ovn-sbctl accept, and find the leader themselves.
 
-Raft addresses must be TCP (or SSL): ovsdb-server does not run raft over unix sockets.
+The members talk raft over TCP on 127.0.0.1, as a real cluster's do between hosts (OVS also
+accepts unix: raft addresses, which would hide what a TCP port means: a free one is picked
+for each member at `up`, and the member's database file remembers it across restarts).
 """
 
 from __future__ import annotations
