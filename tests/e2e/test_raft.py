@@ -14,6 +14,7 @@ the times; both are printed (`-s` shows them).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -103,20 +104,36 @@ def start_burst(cluster: Cluster, namespace: str, replicas: int = PODS) -> float
     return started
 
 
-def wait_ready(cluster: Cluster, namespace: str, count: int, started: float) -> float:
+def wait_ready(sandbox: Sandbox, cluster: Cluster, namespace: str, count: int,
+               started: float) -> float:
     """Seconds from `started` until `count` pods of the burst are Ready (polled each second:
     listing 200 pods more often costs the 2 cores the burst needs)."""
     deadline = time.monotonic() + READY_TIMEOUT
-    ready = 0
+    ready: collections.Counter[str] = collections.Counter()
     while time.monotonic() < deadline:
-        items = cluster.pods(namespace, "app=burst")
-        ready = sum(condition(p, "Ready").get("status") == "True" for p in items
-                    if not p["metadata"].get("deletionTimestamp"))
-        if ready >= count:
+        ready = collections.Counter(
+            p["spec"].get("nodeName", "?") for p in cluster.pods(namespace, "app=burst")
+            if not p["metadata"].get("deletionTimestamp")
+            and condition(p, "Ready").get("status") == "True")
+        if ready.total() >= count:
             return time.monotonic() - started
         time.sleep(1.0)
-    raise AssertionError(f"only {ready}/{count} pods of {namespace} Ready after "
-                         f"{READY_TIMEOUT:.0f}s")
+    # Printed too: conftest's rerun after a vswitchd crash keeps one line of a failure.
+    message = (f"only {ready.total()}/{count} pods of {namespace} Ready after "
+               f"{READY_TIMEOUT:.0f}s (Ready per node: {dict(ready)})\n{log_tails(sandbox)}")
+    print(message)
+    raise AssertionError(message)
+
+
+def log_tails(sandbox: Sandbox, lines: int = 4) -> str:
+    """The last lines of every node's ovn-controller, agent and kubelet logs."""
+    out = []
+    for node in sandbox.nodes:
+        for name in ("ovnc.log", "agent.log", "kubelet.log"):
+            with contextlib.suppress(OSError):
+                tail = (node.dir / name).read_text(errors="replace").splitlines()[-lines:]
+                out += [f"{node.name}/{name}: {line}" for line in tail]
+    return "\n".join(out)
 
 
 def kill_leader(sandbox: Sandbox, db: str = "nb") -> tuple[raft.Member, int]:
@@ -181,7 +198,7 @@ def test_nb_leader_killed_during_a_burst_loses_nothing(ha_sandbox: Sandbox) -> N
     if os.environ.get("KOVN_RAFT_BASELINE"):
         base = f"raft-base-{int(time.time()) % 100000}"
         started = start_burst(cluster, base)
-        baseline = wait_ready(cluster, base, PODS, started)
+        baseline = wait_ready(sandbox, cluster, base, PODS, started)
         cluster.api.call("DELETE", f"/api/v1/namespaces/{base}")
         eventually(lambda: not cluster.pods(base), 180, "the baseline's pods gone",
                    interval=1.0)
@@ -206,7 +223,7 @@ def test_nb_leader_killed_during_a_burst_loses_nothing(ha_sandbox: Sandbox) -> N
     assert new_status is not None and new_status.term > term
     elected_after = time.monotonic() - started - killed_after
 
-    took = wait_ready(cluster, namespace, PODS, started)
+    took = wait_ready(sandbox, cluster, namespace, PODS, started)
     pods = ready_pods(sandbox, cluster, namespace, "burst", PODS, timeout=30)
 
     # Every pod has its own IP, and its port is in NB with exactly that IP on its node.
@@ -294,7 +311,7 @@ def test_sb_leader_killed_pods_still_come_up(ha_sandbox: Sandbox) -> None:
                             "a new SB leader after the kill")
     status = raft.member_status(new_leader)
     assert new_leader != killed and status is not None and status.term > term
-    took = wait_ready(cluster, namespace, 6, started)
+    took = wait_ready(sandbox, cluster, namespace, 6, started)
     pods = ready_pods(sandbox, cluster, namespace, "burst", 6, timeout=30)
     first = {p.node: p for p in pods}
     assert len(first) == len(sandbox.nodes)
