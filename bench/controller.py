@@ -13,6 +13,7 @@ Without --state-dir it brings up its own sandbox (prefix kvb) and takes it down 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +45,13 @@ def fake_nodes(api: KubeClient) -> None:
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": f"bench-{i}", "labels": {"kovn.io/bench": "true"}},
             "spec": {"unschedulable": True}})
+
+
+def cpu_seconds(controller: ControllerProcess) -> float:
+    """User + system CPU the controller process used so far (all its threads)."""
+    assert controller.proc is not None
+    fields = Path(f"/proc/{controller.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 RUN = str(int(time.time()))  # pod names and labels of this run: reruns never collide
@@ -106,14 +114,17 @@ def main() -> int:
         fake_nodes(api)
         controller.start()
         controller.wait_ready()
+        cpu_before = cpu_seconds(controller)
         print(f"(a) {args.pods} pods, {NAMESPACES} namespaces, {NODES + len(sandbox.nodes)} "
               "nodes", flush=True)
         started = create_pods(api, args.pods)
         wait_all(api, sandbox.nb_remote, args.pods, timeout=max(120, args.pods / 20))
         elapsed = time.monotonic() - started
         rate = args.pods / elapsed
+        cpu = cpu_seconds(controller) - cpu_before
         print(f"(a) all {args.pods} pods annotated with ports in {elapsed:.1f}s: "
-              f"{rate:.0f} pods/s (goal >= 200)", flush=True)
+              f"{rate:.0f} pods/s (goal >= 200); controller CPU {cpu:.1f}s "
+              f"({cpu / args.pods * 1000:.2f} ms/pod)", flush=True)
 
         controller.kill()
         restart = time.monotonic()
@@ -121,7 +132,8 @@ def main() -> int:
         controller.wait_ready(timeout=600)
         restart_s = time.monotonic() - restart
         print(f"(b) restart with {args.pods} pods: fully reconciled in {restart_s:.1f}s "
-              f"(goal < 20 s at 10,000)", flush=True)
+              f"(goal < 20 s at 10,000); controller CPU {cpu_seconds(controller):.1f}s",
+              flush=True)
     finally:
         controller.stop()
         if not own:  # leave a borrowed sandbox as it was

@@ -13,6 +13,7 @@ from typing import Any
 from cli.remotes import remote_list
 from contract.defaults import SERVICE_CIDR
 from node.cni_protocol import DEFAULT_SOCKET
+from telemetry import address as metrics_address
 
 LOG = logging.getLogger("kovn.node")
 
@@ -23,6 +24,13 @@ def run(args: argparse.Namespace) -> int:
     from node.agent import Agent, AgentConfig
     from node.cni_server import ServerError
     from node.ovs import OvsError
+    from telemetry.address import TelemetryError, parse_address
+
+    try:
+        parse_address(args.metrics_address)
+    except TelemetryError as exc:
+        print(f"kovn node: {exc}", file=sys.stderr)
+        return 2
 
     external = None
     if args.external_ip or args.external_gateway:
@@ -37,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         socket=args.socket, annotation_timeout=args.annotation_timeout, bridge=args.bridge,
         kube_netns=args.kube_netns or None, install_timeout=args.ovn_installed_timeout,
         external=external, external_bridge=args.external_bridge,
-        service_cidr=args.service_cidr)
+        service_cidr=args.service_cidr, metrics_address=args.metrics_address,
+        metrics_netns=args.metrics_netns or None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         agent.start()
         agent.run(stop)
-    except (OvsError, ServerError, KubeError, OSError) as exc:
+    except (OvsError, ServerError, KubeError, TelemetryError, OSError) as exc:
         print(f"kovn node: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -99,4 +108,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--external-bridge", default="br-ex", metavar="BRIDGE",
                         help="the OVS bridge holding the external uplink: with --external-ip "
                         "the agent sets ovn-bridge-mappings=physnet:BRIDGE (default br-ex)")
+    parser.add_argument("--metrics-address", metavar="HOST:PORT|off",
+                        default=os.environ.get(metrics_address.NODE_ENV,
+                                               metrics_address.NODE_DEFAULT),
+                        help="serve /metrics (Prometheus), /healthz and /readyz here; off "
+                        f"disables (default ${metrics_address.NODE_ENV} or "
+                        f"{metrics_address.NODE_DEFAULT})")
+    parser.add_argument("--metrics-netns", default="", metavar="NETNS",
+                        help="listen for --metrics-address in this netns (a name in /run/netns "
+                        "or a path), e.g. where the scraper is, as in the sandbox (default: "
+                        "the agent's netns)")
     parser.set_defaults(func=run)

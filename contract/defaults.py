@@ -20,3 +20,8 @@ DNS_DOMAIN = "cluster.local"
 """The cluster's DNS domain: Services are `<svc>.<ns>.svc.<domain>`."""
 DNS_IP_INDEX = 10
 """The cluster DNS address is this offset into the service range (10.96.0.10), as usual."""
+
+SYSTEM_NAMESPACE = "kovn-system"
+"""Where kovn's own objects live (manifests/): its ServiceAccounts and the leader Lease."""
+LEADER_LEASE = "kovn-controller"
+"""The coordination.k8s.io Lease whose holder is the one controller writing NB."""

@@ -26,6 +26,7 @@ from contract.defaults import SERVICE_CIDR
 from contract.podnetwork import NODE_NETWORK, NodeNetwork
 from kube.client import KubeClient, KubeError, annotations, node_path
 from kube.listwatch import ListWatch
+from node import metrics
 from node.attach import Attachments, AttachSettings
 from node.cni_protocol import DEFAULT_SOCKET, CniError, CniRequest, Code
 from node.cni_server import CniServer
@@ -33,6 +34,8 @@ from node.mgmt import ManagementPort
 from node.nodeports import NodePortTable
 from node.ovs import Ovs
 from node.plumbing import NetnsMissing, enter_netns, open_netns
+from node.podwatch import NodePods
+from telemetry.server import TelemetryServer
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ class AgentConfig:
     external_bridge: str = gateway.DEFAULT_EXTERNAL_BRIDGE
     service_cidr: str = SERVICE_CIDR
     """Routed to the node's gateway router, which balances the node's own connections."""
+    metrics_address: str = "off"
+    """Where /metrics, /healthz and /readyz are served (node/metrics.py), or `off`."""
+    metrics_netns: str | None = None
+    """The netns to listen in (None: the agent's own)."""
 
     @property
     def tx_off(self) -> bool:
@@ -98,12 +105,19 @@ class Agent:
         self.server: CniServer | None = None
         self.mgmt: ManagementPort | None = None
         self.node_ports: NodePortTable | None = None
+        self.pods: NodePods | None = None
         self._services: ListWatch | None = None
         self._last_mgmt_error = ""
+        self.metrics = metrics.NodeMetrics()
+        self.telemetry: TelemetryServer | None = None
+        self.started = False
+        """start() has finished: the CNI is served."""
 
     def start(self) -> None:
         t0 = time.monotonic()
         config = self.config
+        # First, so /healthz answers (and /readyz says why not yet) while the rest starts.
+        self.telemetry = metrics.serve(self, config.metrics_address, config.metrics_netns)
         self.ovs = Ovs(config.ovs_db).start()
         self.ovs.configure_chassis(config.chassis_ids())
         self.ovs.ensure_bridge(config.bridge, config.datapath_type)
@@ -111,15 +125,18 @@ class Agent:
                  "%s", config.ovs_db, config.node, config.sb_remote, config.encap_ip,
                  config.bridge, config.datapath_type)
         self.kube = connect_kube(config.kubeconfig, config.kube_netns)
+        self.pods = NodePods(self.kube, config.node).start()
         self.attachments = Attachments(
             AttachSettings(node=config.node, bridge=config.bridge,
                            annotation_timeout=config.annotation_timeout,
                            install_timeout=config.install_timeout, tx_off=config.tx_off),
-            self.ovs, self.kube)
+            self.ovs, self.kube, self.pods, on_added=self.metrics.pod_added)
         self.attachments.reconcile()
         self.mgmt = ManagementPort(self.ovs, config.bridge, tx_off=config.tx_off)
-        self.server = CniServer(config.socket, self.dispatch).start()
+        self.server = CniServer(config.socket, self.dispatch,
+                                observe=self.metrics.cni_request).start()
         self.serve_node_ports()
+        self.started = True
         LOG.info("kovn node %s ready: serving CNI on %s (%.2fs)", config.node, config.socket,
                  time.monotonic() - t0)
 
@@ -210,12 +227,18 @@ class Agent:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.pods is not None:
+            self.pods.stop()
+            self.pods = None
         if self.kube is not None:
             self.kube.close()
             self.kube = None
         if self.ovs is not None:
             self.ovs.close()
             self.ovs = None
+        if self.telemetry is not None:
+            self.telemetry.stop()
+            self.telemetry = None
         if started:
             LOG.info("kovn node %s stopped (pod ports and veths left as they are)",
                      self.config.node)

@@ -14,8 +14,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from contract.podnetwork import POD_NETWORK, PodNetwork
@@ -44,8 +45,10 @@ from node.ovs import (
     Ovs,
     OvsError,
 )
+from node.podwatch import NodePods
 
 LOG = logging.getLogger(__name__)
+API_RECHECK = 2.0  # seconds between reads of a Pod the watch shows unannotated
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,32 @@ class AttachSettings:
     annotation_timeout: float = 30.0
     install_timeout: float = 30.0
     tx_off: bool = True
+
+
+@dataclass(frozen=True)
+class AddTimings:
+    """Where one successful ADD's time went, in seconds: waiting for the controller's
+    annotation, the veth, the OVS port, waiting for ovn-controller's ovn-installed."""
+
+    annotation: float
+    veth: float
+    ovs: float
+    ovn_installed: float
+    total: float
+    since_creation: float | None
+    """From the pod's creationTimestamp (the API server's clock, whole seconds) to
+    ovn-installed: what a user waits for, scheduling and the runtime included."""
+
+
+def seconds_since(timestamp: str | None) -> float | None:
+    """Seconds from an API timestamp (`2026-12-01T20:15:25Z`) to now; None if unreadable."""
+    if not timestamp:
+        return None
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, time.time() - then.timestamp())
 
 
 class KeyedLocks:
@@ -94,11 +123,16 @@ def _attachment(iface: Iface) -> Attachment:
 
 
 class Attachments:
-    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient) -> None:
+    def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient,
+                 pods: NodePods | None = None,
+                 on_added: Callable[[AddTimings], None] | None = None) -> None:
         self.settings = settings
         self.ovs = ovs
         self.kube = kube
+        self.pods = pods  # this node's Pods, watched; None: ADD polls the API
         self.locks = KeyedLocks()
+        self.on_added = on_added
+        """Told of every successful ADD (the agent's metrics)."""
 
     # ------------------------------------------------------------------ ADD
 
@@ -123,8 +157,7 @@ class Attachments:
             raise CniError(Code.PLUMBING_FAILED, f"cannot plumb {req.ifname}: {exc}") from exc
         t_plumb = time.monotonic()
         lsp = network.logical_switch_port
-        stale = [i.name for i in self.ovs.interfaces(
-            lambda i: i.external_ids.get(IFACE_ID) == lsp and i.name != host_if)]
+        stale = [i.name for i in self.ovs.interfaces_with(IFACE_ID, lsp) if i.name != host_if]
         external_ids = {
             IFACE_ID: lsp, IFACE_ID_VER: uid, ATTACHED_MAC: network.mac,
             SANDBOX: req.container_id, NETNS_KEY: req.netns, IFNAME_KEY: req.ifname,
@@ -144,7 +177,12 @@ class Attachments:
             LOG.info("ADD %s/%s: removed stale port %s with iface-id %s", req.pod_namespace,
                      req.pod_name, name, lsp)
         t_ovs = time.monotonic()
-        if not self.ovs.wait_installed(host_if, self.settings.install_timeout):
+        try:
+            installed = self.ovs.wait_installed(host_if, self.settings.install_timeout)
+        except OvsError as exc:
+            self._remove([host_if])
+            raise CniError(Code.OVS_FAILURE, str(exc)) from exc
+        if not installed:
             self._remove([host_if])
             raise CniError(Code.TRY_AGAIN_LATER,
                            f"ovn-controller did not install port {lsp} ({host_if}) within "
@@ -157,47 +195,81 @@ class Attachments:
                  "ovn-installed %.3f)", req.pod_namespace, req.pod_name, network.ip,
                  network.mac, host_if, done - t0, t_annotation - t0, t_plumb - t_annotation,
                  t_ovs - t_plumb, done - t_ovs)
+        if self.on_added is not None:
+            self.on_added(AddTimings(
+                annotation=t_annotation - t0, veth=t_plumb - t_annotation, ovs=t_ovs - t_plumb,
+                ovn_installed=done - t_ovs, total=done - t0,
+                since_creation=seconds_since(pod["metadata"].get("creationTimestamp"))))
         return add_result(req.cni_version, AddOutcome(
             host_ifname=host_if, host_mac=host_mac, ifname=req.ifname, mac=network.mac,
             sandbox=req.netns, ip=network.ip, gateway=network.gateway, mtu=network.mtu,
             routes=routes))
 
     def _wait_network(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
-        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller."""
+        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller.
+
+        The node's pod watch (node.podwatch) answers and wakes this as soon as the controller
+        writes the annotation; the API is read up front only when the watch does not show
+        this pod (uid) yet (that read also tells a deleted or re-created pod), then every
+        API_RECHECK seconds in case the watch lags. Without a watch: polled.
+        """
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
         delay = 0.05
+        cached = self.pods.get(req.pod_namespace, req.pod_name) if self.pods else None
+        known = cached is not None and cached["metadata"].get("uid") == (
+            req.pod_uid or cached["metadata"].get("uid"))
+        # The watch already shows this very pod (only its annotation is missing): no read.
+        next_read = time.monotonic() + (API_RECHECK if known else 0.0)
         while True:
-            try:
-                pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
-            except KubeError as exc:
-                if time.monotonic() > deadline:
-                    raise CniError(Code.TRY_AGAIN_LATER,
-                                   f"cannot read pod {who} from the API server: {exc}") from exc
-                pod = {}
-            if pod is None:
-                raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
-            if pod:
-                uid = pod["metadata"].get("uid", "")
-                if req.pod_uid and uid != req.pod_uid:
-                    raise CniError(Code.POD_MISMATCH,
-                                   f"pod {who} has uid {uid}, not K8S_POD_UID={req.pod_uid}: "
-                                   "it was deleted and re-created; this sandbox is the old "
-                                   "pod's")
-                text = annotations(pod).get(POD_NETWORK)
-                if text:
-                    try:
-                        return pod, PodNetwork.decode(text)
-                    except ValueError as exc:
-                        raise CniError(Code.BAD_ANNOTATION, str(exc)) from exc
+            if cached is not None and (found := self._network(req, cached, trusted=False)):
+                return found
+            if time.monotonic() >= next_read:
+                try:
+                    pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
+                except KubeError as exc:
+                    if time.monotonic() > deadline:
+                        raise CniError(Code.TRY_AGAIN_LATER, f"cannot read pod {who} from the "
+                                       f"API server: {exc}") from exc
+                    pod = {}
+                if pod is None:
+                    raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
+                if pod and (found := self._network(req, pod, trusted=True)):
+                    return found
+                next_read = time.monotonic() + (API_RECHECK if self.pods else delay)
+                delay = min(delay * 2, 0.5)
             if time.monotonic() > deadline:
                 raise CniError(Code.TRY_AGAIN_LATER,
                                f"pod {who} has no {POD_NETWORK} annotation after {timeout:g}s: "
                                "is `kovn controller` running? (`kubectl describe pod` shows "
                                "its events, e.g. IPAllocationFailed)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            pause = max(0.0, min(next_read, deadline) - time.monotonic())
+            if self.pods is None:
+                time.sleep(pause)
+            else:
+                cached = self.pods.wait(req.pod_namespace, req.pod_name, cached, pause)
+
+    @staticmethod
+    def _network(req: CniRequest, pod: dict[str, Any], trusted: bool
+                 ) -> tuple[dict[str, Any], PodNetwork] | None:
+        """The pod's network if its annotation is there. Only a `trusted` (just read) pod
+        may refuse the ADD: a cached one may be an older pod of the same name."""
+        uid = pod["metadata"].get("uid", "")
+        if req.pod_uid and uid != req.pod_uid:
+            if not trusted:
+                return None
+            who = f"{req.pod_namespace}/{req.pod_name}"
+            raise CniError(Code.POD_MISMATCH,
+                           f"pod {who} has uid {uid}, not K8S_POD_UID={req.pod_uid}: it was "
+                           "deleted and re-created; this sandbox is the old pod's")
+        text = annotations(pod).get(POD_NETWORK)
+        if not text:
+            return None
+        try:
+            return pod, PodNetwork.decode(text)
+        except ValueError as exc:
+            raise CniError(Code.BAD_ANNOTATION, str(exc)) from exc
 
     # ------------------------------------------------------------------ DEL, GC
 
@@ -206,8 +278,8 @@ class Attachments:
         with self.locks.hold(req.container_id):
             host_if = plumbing.host_veth_name(req.container_id, req.ifname)
             wanted = Attachment(req.container_id, req.ifname)
-            names = {i.name for i in self.ovs.interfaces(
-                lambda i: SANDBOX in i.external_ids and _attachment(i) == wanted)}
+            names = {i.name for i in self.ovs.interfaces_with(SANDBOX, req.container_id)
+                     if _attachment(i) == wanted}
             self._remove(names | {host_if})
             LOG.info("DEL %s %s: removed port %s", req.container_id[:12], req.ifname,
                      ", ".join(sorted(names)) or "none (already gone)")

@@ -166,7 +166,15 @@ class CniRequest:
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> CniRequest:
-        """The agent's side: rebuild and re-validate what the shim sent."""
+        """The agent's side: rebuild and re-validate what the shim sent, either the raw
+        invocation (`{"env": {CNI_*...}, "stdin": "<network config>"}`, what kovn-cni sends:
+        it parses nothing itself, see node/cni_plugin.py) or an already parsed request."""
+        if "env" in data:
+            env, stdin = data.get("env"), data.get("stdin")
+            if not isinstance(env, dict) or not isinstance(stdin, str):
+                raise CniError(Code.DECODE_FAILED, "malformed request to the agent: env must "
+                               "be an object and stdin a string")
+            return parse_request({str(k): str(v) for k, v in env.items()}, stdin.encode())
         try:
             request = cls(command=str(data["command"]), config=dict(data.get("config") or {}),
                           container_id=str(data.get("containerID") or ""),

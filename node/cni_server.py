@@ -32,6 +32,8 @@ LOG = logging.getLogger(__name__)
 MAX_REQUEST = 1 << 20  # a network config with a big prevResult is still far below this
 
 Handler = Callable[[CniRequest], dict[str, Any] | None]
+Observer = Callable[[str, int, float], None]
+"""Told of every request answered: (command, CNI error code or 0, seconds)."""
 
 
 class ServerError(RuntimeError):
@@ -39,8 +41,15 @@ class ServerError(RuntimeError):
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A thread per connection: an ADD mostly waits (for the controller's annotation, for
+    ovn-controller), so hundreds may be in flight at once during a rollout."""
+
     daemon_threads = True
     allow_reuse_address = False
+    # socketserver's default backlog is 5: a burst of runtimes connecting at once would find
+    # it full, and a shim's connect() then fails at once (EAGAIN on a unix socket). The
+    # kernel caps this at net.core.somaxconn (4096 by default since Linux 5.4).
+    request_queue_size = 1024
 
     def __init__(self, path: str, owner: CniServer) -> None:
         self.owner = owner
@@ -54,9 +63,10 @@ class _RequestHandler(socketserver.BaseRequestHandler):
 
 
 class CniServer:
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, observe: Observer | None = None) -> None:
         self.path = path
         self.handler = handler
+        self.observe = observe
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._inode: int | None = None
@@ -82,6 +92,17 @@ class CniServer:
                                         daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def serving(self) -> bool:
+        """Started, not stopped, and its thread alive."""
+        return self._server is not None and self._thread is not None and \
+            self._thread.is_alive()
+
+    @property
+    def busy(self) -> int:
+        """Requests being answered right now."""
+        return self._busy
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let running requests finish (up to `grace` s), remove the socket."""
@@ -124,7 +145,9 @@ class CniServer:
                 self._idle.notify_all()
 
     def _respond(self, data: bytes) -> dict[str, Any]:
+        started = time.monotonic()
         request: CniRequest | None = None
+        code = 0
         try:
             try:
                 request = CniRequest.from_wire(decode(data))
@@ -132,12 +155,18 @@ class CniServer:
                 raise CniError(Code.DECODE_FAILED, f"malformed request: {exc}") from exc
             return ok_response(self.handler(request))
         except CniError as error:
+            code = error.code
             what = f"{request.command} {request.container_id[:12]}" if request else "request"
             LOG.warning("%s failed (code %d): %s", what, error.code, error.msg)
             return error_response(error)
         except Exception as exc:
+            code = Code.INTERNAL
             LOG.exception("%s failed", request.command if request else "request")
             return error_response(CniError(Code.INTERNAL, f"kovn node agent error: {exc!r}"))
+        finally:
+            if self.observe is not None:
+                self.observe(request.command if request else "", int(code),
+                             time.monotonic() - started)
 
 
 def _read_request(conn: socket.socket) -> bytes:

@@ -26,6 +26,14 @@ def setns(fd: int) -> None:
         raise OSError(err, f"setns failed: {os.strerror(err)}")
 
 
+def unshare_net() -> None:
+    """Move the calling thread into a new, empty network namespace (`ip netns add` does this
+    before bind-mounting it on its name; sandbox.podnetns does the same in-process)."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET) failed: {os.strerror(err)}")
+
+
 def netns_path(netns: str) -> str:
     """The file of a netns given by `ip netns` name or by path (`/proc/<pid>/ns/net`)."""
     return netns if "/" in netns else f"{NETNS_RUN_DIR}/{netns}"

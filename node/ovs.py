@@ -19,11 +19,17 @@ from typing import Any
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 LOG = logging.getLogger(__name__)
 SCHEMA = "Open_vSwitch"
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+TABLES = ("Open_vSwitch", "Bridge", "Port")
+# Only the Interface columns kovn and ovsdbapp's port commands read or write: ovs-vswitchd
+# rewrites `statistics`, `status` and the link columns of every interface every few seconds,
+# and each such update would cost the agent CPU for every pod on the node.
+INTERFACE_COLUMNS = ("name", "type", "external_ids", "ofport", "mac_in_use", "mac",
+                     "mtu_request", "options", "error")
 
 # external_ids of a pod's Interface. iface-id, iface-id-ver and attached_mac are OVN's;
 # sandbox (container id) is ovn-kubernetes' convention; the kovn.io/ keys are kovn's own.
@@ -36,6 +42,7 @@ NETNS_KEY = "kovn.io/netns"
 IFNAME_KEY = "kovn.io/ifname"
 POD_KEY = "kovn.io/pod"
 NETWORK_KEY = "kovn.io/network"
+INDEXED_KEYS = (IFACE_ID, SANDBOX)
 
 
 class OvsError(RuntimeError):
@@ -50,20 +57,74 @@ class Iface:
     external_ids: dict[str, str]
     ofport: int | None
     mac_in_use: str
+    error: str = ""  # why ovs-vswitchd could not open it (then ofport is -1)
+
+
+def _iface(row: Any) -> Iface:
+    return Iface(row.name, dict(row.external_ids), row.ofport[0] if row.ofport else None,
+                 row.mac_in_use[0] if row.mac_in_use else "", row.error[0] if row.error else "")
 
 
 class _NotifyingIdl(ovsdbapp_connection.OvsdbIdl):
-    """An IDL that counts changes and wakes waiters on each one."""
+    """An IDL that counts changes, wakes waiters on each one, and indexes the Interface rows
+    by name and by the external_ids an ADD or DEL looks them up by.
+
+    Reading a set or map column of an IDL row converts the whole datum on every access, so a
+    scan of every Interface costs milliseconds once a node has a few dozen pods; an ADD did
+    several (stale ports, then one per wake-up while waiting for ovn-installed). The index is
+    kept in `notify`, which the IDL calls on the connection's thread under its lock, for
+    every row created, updated or deleted, the initial contents included.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changed = threading.Condition()
         self.generation = 0
+        self.iface_rows: dict[str, Any] = {}  # name -> Interface row
+        self.iface_keys: dict[tuple[str, str], set[str]] = {}  # (key, value) -> names
+        self._keys_of: dict[str, set[tuple[str, str]]] = {}  # name -> its (key, value)s
 
     def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        if row._table.name == "Interface":
+            self._index(event, row)
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+
+    def _index(self, event: Any, row: Any) -> None:
+        name = row.name
+        if event == "delete":  # ovs.db.idl.ROW_DELETE
+            if self.iface_rows.get(name) is row:
+                del self.iface_rows[name]
+            keys: set[tuple[str, str]] = set()
+        else:
+            self.iface_rows[name] = row
+            ids = row.external_ids
+            keys = {(key, ids[key]) for key in INDEXED_KEYS if key in ids}
+        old = self._keys_of.pop(name, set())
+        for key in old - keys:
+            names = self.iface_keys.get(key, set())
+            names.discard(name)
+            if not names:
+                self.iface_keys.pop(key, None)
+        for key in keys - old:
+            self.iface_keys.setdefault(key, set()).add(name)
+        if keys:
+            self._keys_of[name] = keys
+
+
+class _NoWaitTransaction(ovsdbapp_transaction.Transaction):
+    """A transaction that returns once the database committed it, like `ovs-vsctl --no-wait`.
+
+    ovsdbapp's default (vsctl-style) transaction then waits for ovs-vswitchd to reconfigure,
+    on the connection's one thread: under a burst every pod's port waited behind every
+    other's reconfiguration (0.5 s per ADD at 50 pods per node). A pod's port needs no such
+    wait: the ADD waits for ovn-installed, which ovn-controller sets only once vswitchd has
+    the port, and Ovs.wait_installed gives up early on an Interface vswitchd refused.
+    """
+
+    def pre_commit(self, txn: Any) -> None:
+        txn.expected_ifaces = set()  # ovsdbapp's add_port records its new Interface here
 
 
 def _fetch_schema(remote: str, timeout: float) -> Any:
@@ -98,6 +159,7 @@ class Ovs:
         helper = _fetch_schema(self.remote, self.timeout)
         for table in TABLES:
             helper.register_table(table)
+        helper.register_columns("Interface", list(INTERFACE_COLUMNS))
         self._idl = _NotifyingIdl(self.remote, helper)
         conn = ovsdbapp_connection.Connection(self._idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
@@ -116,12 +178,20 @@ class Ovs:
 
     # ------------------------------------------------------------------ writes
 
-    def execute(self, *commands: Any) -> list[Any]:
-        """Run the commands in one transaction; OvsError if it fails."""
+    def execute(self, *commands: Any, wait_vswitchd: bool = True) -> list[Any]:
+        """Run the commands in one transaction; OvsError if it fails. Returns once
+        ovs-vswitchd applied it, or only committed it without `wait_vswitchd`."""
         try:
-            with self.api.transaction(check_error=True, log_errors=False) as txn:
+            if wait_vswitchd:
+                with self.api.transaction(check_error=True, log_errors=False) as txn:
+                    for command in commands:
+                        txn.add(command)
+            else:
+                txn = _NoWaitTransaction(self.api, self.api.ovsdb_connection, self.timeout,
+                                         check_error=True, log_errors=False)
                 for command in commands:
                     txn.add(command)
+                txn.commit()
         except ovsdbapp_exceptions.TimeoutException as exc:
             raise OvsError(f"Open_vSwitch transaction at {self.remote} timed out: {exc}") from exc
         except (RuntimeError, LookupError) as exc:
@@ -157,26 +227,35 @@ class Ovs:
         commands = [self.api.del_port(port, if_exists=True) for port in {*stale, name}]
         commands.append(self.api.add_port(bridge, name, may_exist=False,
                                           external_ids=dict(external_ids)))
-        self.execute(*commands)
+        self.execute(*commands, wait_vswitchd=False)
 
     def del_ports(self, names: Iterable[str]) -> None:
         names = sorted(set(names))
         if names:
-            self.execute(*(self.api.del_port(name, if_exists=True) for name in names))
+            self.execute(*(self.api.del_port(name, if_exists=True) for name in names),
+                         wait_vswitchd=False)
 
     # ------------------------------------------------------------------ reads
 
     def interfaces(self, where: Callable[[Iface], bool] = lambda _i: True) -> list[Iface]:
         with self.api.ovsdb_connection.lock:
-            rows = [Iface(row.name, dict(row.external_ids),
-                          row.ofport[0] if row.ofport else None,
-                          row.mac_in_use[0] if row.mac_in_use else "")
-                    for row in self.api.tables["Interface"].rows.values()]
+            rows = [_iface(row) for row in self.api.tables["Interface"].rows.values()]
         return [iface for iface in rows if where(iface)]
 
     def interface(self, name: str) -> Iface | None:
-        found = self.interfaces(lambda i: i.name == name)
-        return found[0] if found else None
+        assert self._idl is not None
+        with self.api.ovsdb_connection.lock:
+            row = self._idl.iface_rows.get(name)
+            return None if row is None else _iface(row)
+
+    def interfaces_with(self, key: str, value: str) -> list[Iface]:
+        """The Interfaces whose external_ids[key] is `value`, for a key of INDEXED_KEYS."""
+        assert self._idl is not None and key in INDEXED_KEYS
+        with self.api.ovsdb_connection.lock:
+            rows = [self._idl.iface_rows[name]
+                    for name in self._idl.iface_keys.get((key, value), ())
+                    if name in self._idl.iface_rows]
+            return [_iface(row) for row in rows]
 
     def bridge_ports(self, bridge: str) -> set[str]:
         with self.api.ovsdb_connection.lock:
@@ -208,6 +287,11 @@ class Ovs:
                     changed.wait(min(remaining, 1.0))
 
     def wait_installed(self, name: str, timeout: float) -> bool:
-        """Wait for ovn-controller to mark Interface `name` external_ids:ovn-installed=true."""
-        return self.wait_interface(
-            name, lambda i: i.external_ids.get(OVN_INSTALLED) == "true", timeout) is not None
+        """Wait for ovn-controller to mark Interface `name` external_ids:ovn-installed=true;
+        OvsError as soon as ovs-vswitchd reports that it could not open the interface."""
+        iface = self.wait_interface(
+            name, lambda i: i.external_ids.get(OVN_INSTALLED) == "true" or i.ofport == -1,
+            timeout)
+        if iface is not None and iface.external_ids.get(OVN_INSTALLED) != "true":
+            raise OvsError(f"ovs-vswitchd could not add {name}: {iface.error or 'ofport -1'}")
+        return iface is not None

@@ -22,6 +22,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
 ETHTOOL_STXCSUM = 0x17
 IFNAMSIZ = 16
+LOOPBACK_IFINDEX = 1  # lo's index in every netns (the kernel's LOOPBACK_IFINDEX)
 
 
 class PlumbingError(RuntimeError):
@@ -51,6 +53,13 @@ def host_veth_name(container_id: str, ifname: str = "eth0") -> str:
     """
     key = container_id if ifname == "eth0" else f"{container_id}/{ifname}"
     return "veth" + hashlib.sha1(key.encode()).hexdigest()[:11]
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC (for a veth's host end)."""
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 def open_netns(path: str) -> int:
@@ -85,7 +94,7 @@ class NetnsHandle:
 
 @contextlib.contextmanager
 def sockets_in(netns_fd: int | None = None) -> Iterator[NetnsHandle]:
-    """A NetnsHandle for the netns `netns_fd` (None: the agent's own netns)."""
+    """A NetnsHandle for the netns `netns_fd` (None: the agent's own netns), closed after."""
     if netns_fd is None:
         handle = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     else:
@@ -95,6 +104,29 @@ def sockets_in(netns_fd: int | None = None) -> Iterator[NetnsHandle]:
         yield handle
     finally:
         handle.close()
+
+
+_host: NetnsHandle | None = None
+_host_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def host_sockets() -> Iterator[NetnsHandle]:
+    """The agent's own netns handle: opened once, then shared by every ADD and DEL, one
+    at a time (opening a pyroute2 handle costs more CPU than the few requests an ADD makes
+    in the node's netns). Must first be used from a thread in the agent's netns, as every
+    CNI request thread is. A handle that failed at the socket level is reopened next time."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            _host = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        try:
+            yield _host
+        except OSError as exc:
+            if not isinstance(exc, NetlinkError):
+                _host.close()
+                _host = None
+            raise
 
 
 def _ethtool(sock: socket.socket, ifname: str, cmd: int, data: int = 0) -> int:
@@ -126,22 +158,23 @@ def link_index(ipr: IPRoute, ifname: str) -> int | None:
 
 def delete_link(ifname: str) -> bool:
     """Delete link `ifname` in the agent's netns if it is there; True if it was."""
-    with sockets_in() as handle:
-        index = link_index(handle.ipr, ifname)
-        if index is None:
+    with host_sockets() as host:
+        return _delete_link(host, ifname)
+
+
+def _delete_link(host: NetnsHandle, ifname: str) -> bool:
+    try:
+        host.ipr.link("del", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
             return False
-        try:
-            handle.ipr.link("del", index=index)
-        except NetlinkError as exc:
-            if exc.code != errno.ENODEV:
-                raise PlumbingError(f"cannot delete {ifname}: {exc}") from exc
-            return False
+        raise PlumbingError(f"cannot delete {ifname}: {exc}") from exc
     return True
 
 
 def link_exists(ifname: str) -> bool:
-    with sockets_in() as handle:
-        return link_index(handle.ipr, ifname) is not None
+    with host_sockets() as host:
+        return link_index(host.ipr, ifname) is not None
 
 
 def link_mac(ipr: IPRoute, index: int) -> str:
@@ -169,30 +202,33 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
     """
     netns_fd = open_netns(netns_path)
     try:
-        delete_link(host_ifname)
-        with sockets_in() as host, sockets_in(netns_fd) as inside:
-            if link_index(inside.ipr, pod.ifname) is not None:
-                raise PlumbingError(f"{pod.ifname} already exists in {netns_path}")
+        with sockets_in(netns_fd) as inside:
+            with host_sockets() as host:
+                _delete_link(host, host_ifname)
+                host_mac = random_mac()
+                try:  # the host end is created up, with its MAC: nothing to read back
+                    host.ipr.link("add", ifname=host_ifname, kind="veth", mtu=pod.mtu,
+                                  address=host_mac, state="up",
+                                  peer={"ifname": pod.ifname, "net_ns_fd": netns_fd,
+                                        "address": pod.mac, "mtu": pod.mtu})
+                except NetlinkError as exc:
+                    if exc.code == errno.EEXIST:  # not the host end: deleted just above
+                        raise PlumbingError(f"{pod.ifname} already exists in "
+                                            f"{netns_path}") from exc
+                    raise PlumbingError(f"cannot create veth {host_ifname}/{pod.ifname}: "
+                                        f"{exc}") from exc
             try:
-                host.ipr.link("add", ifname=host_ifname, kind="veth", mtu=pod.mtu,
-                              peer={"ifname": pod.ifname, "net_ns_fd": netns_fd,
-                                    "address": pod.mac, "mtu": pod.mtu})
-            except NetlinkError as exc:
-                raise PlumbingError(f"cannot create veth {host_ifname}/{pod.ifname}: "
-                                    f"{exc}") from exc
-            try:
-                host_index = link_index(host.ipr, host_ifname)
                 pod_index = link_index(inside.ipr, pod.ifname)
-                if host_index is None or pod_index is None:
+                if pod_index is None:
                     raise PlumbingError(f"veth {host_ifname}/{pod.ifname} vanished")
                 _configure_pod_end(inside, pod_index, pod, tx_off)
                 if tx_off:
-                    tx_checksum_off(host, host_ifname)
-                host.ipr.link("set", index=host_index, state="up")
-                return link_mac(host.ipr, host_index)
+                    with host_sockets() as host:
+                        tx_checksum_off(host, host_ifname)
+                return host_mac
             except (NetlinkError, PlumbingError, OSError) as exc:
-                with contextlib.suppress(NetlinkError):
-                    host.ipr.link("del", ifname=host_ifname)
+                with contextlib.suppress(NetlinkError, PlumbingError, OSError):
+                    delete_link(host_ifname)
                 if isinstance(exc, PlumbingError):
                     raise
                 raise PlumbingError(f"cannot configure {pod.ifname} in {netns_path}: "
@@ -209,9 +245,7 @@ def _configure_pod_end(inside: NetnsHandle, index: int, pod: PodInterface,
     iface = ipaddress.ip_interface(pod.ip)
     ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
     ipr.link("set", index=index, state="up")
-    lo = link_index(ipr, "lo")
-    if lo is not None:
-        ipr.link("set", index=lo, state="up")
+    ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
     for dst, via in pod.routes:
         if dst in ("0.0.0.0/0", "::/0"):
             ipr.route("replace", dst="default", gateway=via, oif=index)
@@ -252,7 +286,7 @@ def inspect_pod_link(netns_path: str, ifname: str) -> PodLinkState | None:
 
 def sync_link_routes(ifname: str, gateway: str, destinations: Sequence[str]) -> tuple[int, int]:
     """Make the routes via `gateway` on `ifname` exactly `destinations`; (added, removed)."""
-    with sockets_in() as host:
+    with host_sockets() as host:
         index = link_index(host.ipr, ifname)
         if index is None:
             raise PlumbingError(f"{ifname} does not exist")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from northbound.apply import PlanCommand, write_plan
@@ -22,6 +22,10 @@ from northbound.plan import ELEMENT_WRITE_MIN, Observed, Plan, plan
 from northbound.rows import NbRow, Owner
 
 LOG = logging.getLogger(__name__)
+TransactionHook = Callable[[Plan | None, float, bool], None]
+"""Told of every writing transaction: (the plan applied, None if it failed; seconds; whether
+it covered all of kovn's rows). The controller's metrics listen here (operators/metrics.py),
+so northbound/ knows nothing of Prometheus."""
 
 
 class Reconciler:
@@ -30,6 +34,7 @@ class Reconciler:
         behaviour before element diffs, kept so bench/nb_mutation.py can show the difference)."""
         self.nb = nb
         self.element_min = element_min
+        self.on_transaction: TransactionHook | None = None
 
     def observe(self, owners: Collection[Owner] | None = None) -> list[Observed]:
         """kovn's rows as NB holds them now (read in the connection thread for consistency)."""
@@ -68,7 +73,8 @@ class Reconciler:
                 actual = [o for o in actual if o.row.owner not in spared]
             return plan(desired, actual, self.element_min)
 
-        result = self.nb.execute(PlanCommand(self.nb.api, make_plan, self.nb.name_index))
+        result = self._write(PlanCommand(self.nb.api, make_plan, self.nb.name_index),
+                             started, owners is None)
         elapsed_ms = (time.monotonic() - started) * 1000
         scope = what or (f"{len(owners)} owners" if owners is not None else "all kovn rows")
         for obs in result.kept:
@@ -87,7 +93,20 @@ class Reconciler:
         def write(tables: dict[str, Any]) -> Plan:
             return the_plan
 
-        return self.nb.execute(PlanCommand(self.nb.api, write, self.nb.name_index))
+        return self._write(PlanCommand(self.nb.api, write, self.nb.name_index),
+                           time.monotonic(), True)
+
+    def _write(self, command: PlanCommand, started: float, full: bool) -> Plan:
+        hook = self.on_transaction
+        try:
+            result: Plan = self.nb.execute(command)
+        except BaseException:
+            if hook is not None:
+                hook(None, time.monotonic() - started, full)
+            raise
+        if hook is not None:
+            hook(result, time.monotonic() - started, full)
+        return result
 
 
 __all__ = ["Reconciler", "write_plan"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -18,6 +20,29 @@ from operators.kinds import KOPF, Kind
 from operators.worker import Controller
 
 LOG = logging.getLogger(__name__)
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's ServiceAccount, at the API server client-go would use.
+
+    kopf's own service-account login always dials https://kubernetes.default.svc: a name
+    only cluster DNS resolves, to a ClusterIP only a working pod network serves. The
+    controller runs on the host network and *is* the pod network (and replaces kube-proxy),
+    so, like client-go's InClusterConfig and kube/client.py, it takes the server from
+    $KUBERNETES_SERVICE_HOST/PORT (the manifests set them to the real API server). The
+    token is read at every login: kopf logs in again on 401, so a rotated projected token
+    is picked up."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    token_file = SERVICE_ACCOUNT / "token"
+    if not host or not token_file.exists():
+        return kopf.login_with_service_account(**kwargs)
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    ca = SERVICE_ACCOUNT / "ca.crt"
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return kopf.ConnectionInfo(server=server, ca_path=str(ca) if ca.exists() else None,
+                               token=token_file.read_text().strip() or None,
+                               default_namespace=None)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -50,7 +75,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # kopf's kubeconfig reader, not its `kubernetes`-client login: the latter does not
         # cope with the client's v3x API.
-        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs) or in_cluster_login(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

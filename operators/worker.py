@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from controller import topology
@@ -31,6 +31,7 @@ from operators.cache import ClusterCache, Dirty, Obj
 from operators.faults import write_isolated
 from operators.kinds import DERIVED, KINDS, KOPF, LISTWATCH, Kind
 from operators.kubeapi import SUBNETS, KubeAPI, KubeError, subnet_path
+from operators.metrics import ControllerMetrics
 from operators.state import Batch, Publish, State
 
 LOG = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class CacheListener:
 class Controller:
     def __init__(self, config: ClusterConfig, kube: KubeAPI, reconciler: Reconciler,
                  resync: float = 60.0, publishers: int = 16,
-                 kinds: Sequence[Kind] = KINDS) -> None:
+                 kinds: Sequence[Kind] = KINDS, metrics: ControllerMetrics | None = None,
+                 may_write: Callable[[], bool] = lambda: True) -> None:
         self.kinds = tuple(kinds)
+        self.may_write = may_write  # leadership (operators/leader.py): else nothing is written
         self.by_owner_type = {str(k.owner_type): k for k in self.kinds if k.owner_type}
         cache = ClusterCache(k.cache_kind() for k in self.kinds)
         self.state = State(config=config, kube=kube, cache=cache)
@@ -71,10 +74,33 @@ class Controller:
                         for k in self.kinds if k.watch == LISTWATCH]
         self._last_full = 0.0
         self._last_usage = 0.0
+        self.last_tick = time.monotonic()
+        """When the worker's loop last came round (liveness: operators/probes.py)."""
+        self.metrics = metrics if metrics is not None else ControllerMetrics()
+        self.metrics.watch(self)
+        reconciler.on_transaction = self.metrics.nb_transaction
 
     @property
     def cache(self) -> ClusterCache:
         return self.state.cache
+
+    @property
+    def last_full_resync(self) -> float:
+        """time.monotonic() of the last full reconcile's start (0: none yet)."""
+        return self._last_full
+
+    def worker_problem(self, stuck_after: float) -> str | None:
+        """Why the worker is not doing its job (None: it is, or it has not started yet)."""
+        thread = self._thread
+        if thread is None or self._stop.is_set():
+            return None
+        if not thread.is_alive():
+            return "the controller's worker thread has exited (see the log); restart it"
+        idle = time.monotonic() - self.last_tick
+        if idle > stuck_after:
+            return (f"the controller's worker loop has not come round for {idle:.0f}s "
+                    f"(more than {stuck_after:.0f}s): a flush is stuck")
+        return None
 
     # --- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +159,10 @@ class Controller:
     # --- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.last_tick = time.monotonic()
+            if not self.may_write():  # the hold ran out: operators/main.py restarts us
+                self._stop.wait(0.5)
+                continue
             try:
                 if time.monotonic() - self._last_full > self.resync:
                     self._full_flush()
@@ -157,13 +187,16 @@ class Controller:
     def flush(self, dirty: Dirty, full: bool = False) -> None:
         started = time.monotonic()
         state, batch = self.state, Batch()
+        metrics = self.metrics
         for kind in self.kinds:
+            kind_started = time.monotonic()
             if kind.sync_all:
                 try:
                     kind.sync_all(state, batch, dirty, full)
                 except Exception:  # its rows stay as they were; the other kinds go on
                     LOG.exception("computing every %s failed; retrying with the next flush",
                                   kind.kind)
+                    metrics.reconcile_error(kind.kind, "SyncFailed")
                     self._last_full = 0.0
             keys = dirty.get(kind.name, set())
             if kind.sync_one:
@@ -171,9 +204,13 @@ class Controller:
                     self._sync_guarded(kind, batch, key)
             if kind.after:
                 kind.after(state, batch, dirty, keys)
+            if keys or full:
+                metrics.kind_reconciled(kind.kind, len(keys), time.monotonic() - kind_started)
         written = self._commit(batch, full)
         subnets.publish_statuses(state)
-        elapsed_ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        metrics.flushed(full, elapsed, written)
+        elapsed_ms = elapsed * 1000
         LOG.log(logging.INFO if written or full or elapsed_ms > 100 else logging.DEBUG,
                 "flush: %d objects (%s), %d owners written, %d API writes, %d set aside, "
                 "in %.0f ms", dirty.total(), "full" if full else "incremental", written,
@@ -196,6 +233,7 @@ class Controller:
         state = self.state
         batch.after_commit[:] = [p for p in batch.after_commit if self._owner_of(p) != owner]
         kind = self.by_owner_type.get(owner.type)
+        self.metrics.reconcile_error(kind.kind if kind is not None else owner.type, reason)
         if kind is not None:
             state.written.pop((kind.name, owner.name), None)
             state.pod_memo.pop(owner.name, None)
@@ -217,6 +255,7 @@ class Controller:
             publish.write()
         except Exception as exc:
             LOG.warning("writing %s %s failed (%s); retrying", publish.kind, publish.key, exc)
+            self.metrics.api_write_failures.inc()
             if self.state.written.get((publish.kind, publish.key)) == publish.token:
                 del self.state.written[(publish.kind, publish.key)]
             time.sleep(0.5)
@@ -224,6 +263,7 @@ class Controller:
 
     def _full_flush(self) -> None:
         self._last_full = time.monotonic()
+        self.metrics.full_resyncs.inc()
         # Compare against the objects as watched, not what we believe we wrote: an
         # annotation removed by hand is written again.
         self.state.written.clear()

@@ -91,3 +91,19 @@ def start_central(config: SandboxConfig, record: Callable[[Daemon], None]) -> No
         [f"--ovnnb-db={nb_remote(config)}", f"--ovnsb-db={sb_remote(config)}"],
         pidfile=d / "northd.pid", log=d / "northd.log", unixctl=d / "northd.ctl",
     ))
+
+
+def raft_members(config: SandboxConfig) -> list[str]:
+    """The raft members of an ovn_ha sandbox (nb1..sb3); none otherwise."""
+    return raft.member_names() if config.ovn_ha else []
+
+
+def restart_member(config: SandboxConfig, name: str) -> Daemon:
+    """Start a stopped raft member again; it rejoins its cluster with its own database file
+    (and the same pidfile, so state.json needs no new record)."""
+    return raft.restart(config.state_dir, name, config.nb_tcp_port)
+
+
+def raft_status(config: SandboxConfig) -> list[dict[str, object]]:
+    """Every member with its role and term (`kovn sandbox status`); [] without ovn_ha."""
+    return raft.describe(config.state_dir) if config.ovn_ha else []

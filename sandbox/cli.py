@@ -65,6 +65,10 @@ def register(subparsers: Any) -> None:
                                   ("--etcd-peer-port", 2380, "etcd's peers")):
         up.add_argument(option, type=_any_port, default=default, metavar="PORT",
                         help=f"127.0.0.1 port of {what}; 0 picks a free one (default {default})")
+    up.add_argument("--admin-identities", dest="service_accounts", action="store_false",
+                    help="run the kovn controller and node agents as the admin instead of "
+                    "the ServiceAccounts kovn-system/kovn-controller and kovn-node with the "
+                    "RBAC of manifests/rbac (the default)")
     up.set_defaults(func=_guarded(cmd_up))
 
     status = actions.add_parser("status", help="show what runs, its pids, logs and remotes")
@@ -126,7 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             controller=controller,
             workloads=controller if args.workloads is None else args.workloads,
             apiserver_port=args.apiserver_port, etcd_port=args.etcd_port,
-            etcd_peer_port=args.etcd_peer_port)
+            etcd_peer_port=args.etcd_peer_port, service_accounts=args.service_accounts)
     except ValueError as exc:
         raise SandboxError(str(exc)) from exc
     sandbox = Sandbox(config)
@@ -259,10 +263,15 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  outside: netns {status['prefix']}-outside (exec outside -- CMD)")
     if status["blackholes"]:
         lines.append(f"  blackhole routes: {', '.join(status['blackholes'])}")
+    if status.get("metrics"):
+        lines.append("  metrics (/metrics /healthz /readyz): " + ", ".join(
+            f"{name} {url}" for name, url in status["metrics"].items()))
     kube = status.get("kube")
     if kube:
         lines.append(f"  kubernetes: apiserver {kube['apiserver']}, kubeconfig "
                      f"{kube['kubeconfig']}")
+        if kube.get("identities"):
+            lines.append(f"  kovn identities: {kube['identities']}")
     lines += [
         "  try:",
         f"    kovn show --nb {status['nb_remote']}",

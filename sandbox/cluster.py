@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox import central, kube, leftovers, netns, outside, procs, raft, workloads
+from sandbox import central, identities, kube, leftovers, metrics, netns, outside, procs, workloads
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
@@ -114,6 +114,7 @@ class Sandbox:
         if self.config.kube:
             # Ports set to 0 become free ones now; state.json records them.
             self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
+            self.config = dataclasses.replace(self.config, **metrics.resolve_ports(self.config))
         if self.config.runs_pods and (why := workloads.why_no_workloads()) is not None:
             raise SandboxError(f"cannot run pods: {why}; or start with --no-workloads")
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -179,11 +180,19 @@ class Sandbox:
         workloads.wait_agents(self.nodes, self._daemons, timeout)
 
     def restart(self, name: str) -> procs.Daemon:
-        """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`);
-        what it serves is left as it is (pods keep running). With ovn_ha, start a stopped
-        raft member again (`nb2`): it rejoins its cluster (same pidfile, so no new record)."""
-        if self.config.ovn_ha and name in raft.member_names():
-            return raft.restart(self.state_dir, name, self.config.nb_tcp_port)
+        """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`),
+        or the kovn controller (`kovn-controller`, also when it was killed); what they serve
+        is left as it is (pods keep running). With ovn_ha, start a stopped raft member
+        again (`nb2`): it rejoins its cluster (same pidfile, so no new record)."""
+        if name in central.raft_members(self.config):
+            return central.restart_member(self.config, name)
+        if name == kube.CONTROLLER and self.config.kube and self.config.controller:
+            procs.stop_daemons([d for d in self._daemons if d.name == name], timeout=10)
+            fresh: list[procs.Daemon] = []
+            kube.start_controller(self.config, self.nb_remote, fresh.append)
+            self._daemons = [d for d in self._daemons if d.name != name] + fresh
+            self._save()
+            return fresh[0]
         node_name, _, what = name.partition("/")
         if what not in ("agent", "kubelet") or not self.config.runs_pods:
             raise SandboxError(f"only a node's agent or kubelet can be restarted, not {name!r}")
@@ -327,7 +336,7 @@ class Sandbox:
         if not self._state_path.exists():
             return {**base, "state": "down", "up": False, "daemons": [], "nodes": [],
                     "blackholes": [], "started_at": None, "prefix": self.config.prefix,
-                    "kube": None}
+                    "metrics": {}, "kube": None}
         loaded = Sandbox.load(self.state_dir)
         daemons = []
         for d in loaded._daemons:
@@ -351,13 +360,15 @@ class Sandbox:
             "sb_remote": loaded.sb_remote,
             "nb_tcp_remote": loaded.nb_tcp_remote,
             "ovn_ha": loaded.config.ovn_ha,
-            "raft": raft.describe(self.state_dir) if loaded.config.ovn_ha else [],
+            "raft": central.raft_status(loaded.config),
             "started_at": loaded._started_at,
             "daemons": daemons,
             "nodes": [_node_json(n) for n in loaded.nodes],
             "blackholes": loaded._blackholes,
+            "metrics": metrics.endpoints(loaded.config),
             "kube": ({"kubeconfig": str(loaded.kubeconfig),
-                      "apiserver": kube.apiserver_url(loaded.config)}
+                      "apiserver": kube.apiserver_url(loaded.config),
+                      "identities": identities.describe(loaded.config)}
                      if loaded.config.kube else None),
         }
 

@@ -65,6 +65,13 @@ class SandboxConfig:
     # scheduled. Without the controller nobody annotates the nodes, so `up` then does not
     # wait for the agents (a test running its own controller calls Sandbox.wait_agents).
     workloads: bool = True
+    # Where the controller and each node's agent serve /metrics, /healthz and /readyz, on
+    # 127.0.0.1 (sandbox/metrics.py); 0 and () pick free ones at `up`.
+    controller_metrics_port: int = 0
+    agent_metrics_ports: tuple[int, ...] = ()
+    # The kovn controller and node agents run as the manifests' ServiceAccounts, with only
+    # the rights manifests/rbac grants (sandbox/identities.py); False: as the admin.
+    service_accounts: bool = True
     blackhole_ranges: tuple[str, ...] = (
         OUTSIDE_CIDR,
         defaults.JOIN_CIDR,
@@ -76,6 +83,7 @@ class SandboxConfig:
         # Fail before any side effect: a bad value found half-way through `up` leaves debris.
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "blackhole_ranges", tuple(self.blackhole_ranges))
+        object.__setattr__(self, "agent_metrics_ports", tuple(self.agent_metrics_ports))
         if self.nodes < 1:
             raise ValueError(f"a sandbox needs at least one node, got {self.nodes}")
         if not self.prefix or not self.prefix.replace("-", "").isalnum():
@@ -167,6 +175,7 @@ class SandboxConfig:
         data = dataclasses.asdict(self)
         data["state_dir"] = str(self.state_dir)
         data["blackhole_ranges"] = list(self.blackhole_ranges)
+        data["agent_metrics_ports"] = list(self.agent_metrics_ports)
         return data
 
     @classmethod

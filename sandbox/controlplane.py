@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox.kube import REPO
+from sandbox.kube import REPO, free_port
 
 T = TypeVar("T")
 
@@ -37,9 +37,17 @@ def eventually(probe: Callable[[], T | None], timeout: float = 30.0, what: str =
 class ControllerProcess:
     """`kovn controller` as a subprocess, as it runs in the sandbox: killable and restartable."""
 
-    def __init__(self, nb_remote: str, kubeconfig: Path, log: Path, resync: float = 5.0) -> None:
+    def __init__(self, nb_remote: str, kubeconfig: Path, log: Path, resync: float = 5.0,
+                 identity: str = "kovn-test-controller", extra: tuple[str, ...] = ()) -> None:
+        # /metrics, /healthz, /readyz on a free loopback port, not the default 0.0.0.0:9476
+        # that any other controller on the machine may hold; kept across restarts. One
+        # identity across kills and restarts: the restarted process resumes the Lease at
+        # once (as a restarted container of one pod would) instead of waiting it out.
+        self.metrics_url = f"http://127.0.0.1:{free_port()}"
         self.argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-                     "--kubeconfig", str(kubeconfig), "--resync", str(resync)]
+                     "--kubeconfig", str(kubeconfig), "--resync", str(resync),
+                     "--metrics-address", self.metrics_url.removeprefix("http://"),
+                     "--identity", identity, *extra]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0

@@ -26,7 +26,7 @@ import yaml
 
 from contract import defaults
 from kube.client import KubeClient, KubeError
-from sandbox import procs
+from sandbox import identities, metrics, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube_pki import Pki, create_pki, write_kubeconfig
@@ -174,6 +174,9 @@ def start_managers(config: SandboxConfig, pki: Pki, record: Record) -> None:
         f"--kubeconfig={_component_kubeconfig(config, 'kube-scheduler')}",
         "--secure-port=0",
         "--leader-elect=false",
+        # Default 50/s, burst 100: a bind and an event per pod, so a rollout of 100 pods
+        # waited seconds for the scheduler's own rate limiter before any kubelet saw one.
+        "--kube-api-qps=200", "--kube-api-burst=400",
         "--profiling=false",
     ]))
 
@@ -193,9 +196,12 @@ def start_heartbeat(config: SandboxConfig, nodes: dict[str, str], record: Record
 def start_controller(config: SandboxConfig, nb_remote: str, record: Record) -> procs.Daemon:
     """`kovn controller` against the sandbox's NB and API server."""
     d = config.state_dir
-    kc = str(kubeconfig(config))
+    kc = str(identities.kubeconfig_for(config, identities.CONTROLLER_SA))
+    # A stable identity: a restarted controller (sandbox restart) resumes its own Lease at
+    # once, as a restarted container of the same pod does.
     argv = [sys.executable, "-m", "cli.main", "controller", "--nb", nb_remote,
-            "--kubeconfig", kc, "--service-dns"]
+            "--kubeconfig", kc, "--service-dns", "--identity", f"{config.prefix}-controller",
+            *metrics.controller_args(config)]
     daemon = procs.spawn_daemon(CONTROLLER, argv, pidfile=d / "controller.pid",
                                 log=d / "controller.log", match=("controller", kc),
                                 env=python_env(), cwd=REPO)
@@ -255,6 +261,7 @@ def finish_up(up: KubeUp) -> None:
             wait.until(f"CRD {name} Established", lambda n=name: crd_established(wait.api, n),
                        30, str(d / "kube-apiserver.log"))
         up.progress(f"kube: CRDs established: {', '.join(crds) or 'none'}")
+        up.progress(identities.setup(config, wait.api))
         controller = None
         if config.controller:
             controller = start_controller(config, up.nb_remote, up.record)

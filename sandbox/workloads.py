@@ -4,9 +4,10 @@ as the `kubernetes` Service (sandbox.apirelay), plus the CNI configuration a run
 and once per sandbox the cloud that gives LoadBalancer Services their address (sandbox.lbpool,
 log lbpool.log in the state dir).
 
-Files per node, in its directory D: cni/net.d/10-kovn.conflist, cni/bin/kovn-cni (a link to
-the installed plugin), cni.sock (the agent's), kubelet/ (pod records, ADD log), agent.log,
-kubelet.log, apirelay.log. The API server listens on the machine's loopback, which a node
+Files per node, in its directory D: cni/net.d/10-kovn.conflist, cni/bin/kovn-cni (a
+launcher of this checkout's node/cni_plugin.py), cni.sock (the agent's), kubelet/ (pod
+records, ADD log), agent.log, kubelet.log, apirelay.log. The API server listens on the
+machine's loopback, which a node
 netns does not have: agents reach it through `--kube-netns <prefix>-host`, a name the
 sandbox gives to the root network namespace (`ip netns attach`; /proc/1/ns/net is not always
 readable).
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from controller.config import ClusterConfig
 from kube.client import KubeClient
-from sandbox import apirelay, outside, procs
+from node.cni_plugin import launcher
+from sandbox import apirelay, identities, metrics, outside, procs
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.kube import REPO, kubeconfig, python_env
@@ -53,38 +54,35 @@ def kubelet_state(node: SandboxNode) -> Path:
     return node.dir / "kubelet"
 
 
-def find_plugin() -> Path | None:
-    """The installed `kovn-cni` console script: next to this Python first (a pyenv shim on
-    PATH would add a shell and pyenv to every CNI call), else on PATH."""
-    beside = Path(sys.executable).parent / PLUGIN
-    if os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which(PLUGIN)
-    return Path(found) if found else None
+def plugin_python() -> str:
+    """The interpreter of the `kovn-cni` launcher: the real binary behind this Python (the
+    shim imports only CPython's built-in modules, so no venv or pyenv shim is needed)."""
+    return os.path.realpath(sys.executable)
 
 
 def why_no_workloads() -> str | None:
-    """What is missing to run pods (the installed CNI plugin), or None."""
-    if find_plugin() is None:
-        return f"the {PLUGIN} CNI plugin is not installed (./scripts/install.sh installs it)"
+    """What is missing to run pods: nothing any more, the CNI plugin is written from this
+    checkout (node.cni_plugin.launcher); kept for the callers that ask."""
     return None
 
 
-def write_cni_files(node: SandboxNode, plugin: Path) -> None:
+def write_cni_files(node: SandboxNode) -> None:
     conf = {"cniVersion": "1.1.0", "name": "kovn",
             "plugins": [{"type": PLUGIN, "socket": str(agent_socket(node))}]}
     cni_conf(node).parent.mkdir(parents=True, exist_ok=True)
     cni_conf(node).write_text(json.dumps(conf, indent=2) + "\n")
     cni_bin(node).mkdir(parents=True, exist_ok=True)
-    link = cni_bin(node) / PLUGIN
-    link.unlink(missing_ok=True)
-    link.symlink_to(plugin)
+    plugin = cni_bin(node) / PLUGIN
+    plugin.unlink(missing_ok=True)  # an older sandbox linked the console script here
+    plugin.write_text(launcher(plugin_python(), str(REPO)))
+    plugin.chmod(0o755)
 
 
 def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list[str]:
     """`kovn node` for this node (run inside the node's netns)."""
     return [sys.executable, "-m", "cli.main", "node", "--node", node.name,
-            "--kubeconfig", str(kubeconfig(config)), "--ovs-db", node.ovs_remote,
+            "--kubeconfig", str(identities.kubeconfig_for(config, identities.NODE_SA)),
+            "--ovs-db", node.ovs_remote,
             "--sb-remote", sb_remote, "--encap-ip", node.underlay_ip,
             "--datapath-type", "netdev", "--socket", str(agent_socket(node)),
             "--kube-netns", config.host_netns, *outside.agent_args(config, node)]
@@ -93,7 +91,8 @@ def agent_argv(config: SandboxConfig, node: SandboxNode, sb_remote: str) -> list
 def start_agent(config: SandboxConfig, node: SandboxNode, sb_remote: str,
                 record: Record) -> procs.Daemon:
     daemon = procs.spawn_daemon(
-        f"{node.name}/agent", agent_argv(config, node, sb_remote),
+        f"{node.name}/agent", [*agent_argv(config, node, sb_remote),
+                               *metrics.agent_args(config, node.name)],
         pidfile=node.dir / "agent.pid", log=node.dir / "agent.log",
         match=(str(agent_socket(node)),), env=python_env(), cwd=REPO, netns=node.netns)
     record(daemon)
@@ -140,13 +139,9 @@ def name_host_netns(config: SandboxConfig) -> None:
 def start_workloads(config: SandboxConfig, nodes: list[SandboxNode], sb_remote: str,
                     record: Record) -> list[str]:
     """Start every node's kubelet and agent; the logs to read if the nodes stall."""
-    plugin = find_plugin()
-    if plugin is None:
-        raise SandboxError(f"cannot run pods: {why_no_workloads()}; or start the sandbox "
-                           "with --no-workloads")
     name_host_netns(config)
     for node in nodes:
-        write_cni_files(node, plugin)
+        write_cni_files(node)
         start_kubelet(config, node, record)
         start_agent(config, node, sb_remote, record)
         start_relay(config, node, record)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 
-from sandbox import kube, workloads
+from sandbox import identities, kube, workloads
 from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
 from sandbox.config import SandboxConfig
 from sandbox.controlplane import ControllerProcess
@@ -121,6 +121,37 @@ def _note_crashes(sandbox: Sandbox) -> None:
     CRASHES.extend(_crashes(sandbox))
 
 
+FORBIDDEN: list[str] = []
+"""Requests the API server refused the kovn controller and node agents (they run as the
+ServiceAccounts of manifests/rbac): a role misses a verb the code uses. Listed in the
+summary; read before the sandbox's logs go with its state dir."""
+
+
+EXPECTED_FORBIDDEN: list[str] = []
+"""Text of refusals a test provokes on purpose (its rights revoked): not listed."""
+FORBIDDEN_MARKS = ("HTTP 403", "Forbidden", "forbidden", "Not enough permissions")
+"""kube/client.py's KubeError, the API server's message, and kopf's warning when it may not
+watch something (it then carries on with less)."""
+
+
+def forbidden_lines(log: Path, what: str) -> list[str]:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    return [f"{what}: {line.strip()[:300]}" for line in text.splitlines()
+            if any(mark in line for mark in FORBIDDEN_MARKS)
+            and not any(expected in line for expected in EXPECTED_FORBIDDEN)]
+
+
+def _note_forbidden(sandbox: Sandbox) -> None:
+    prefix = sandbox.config.prefix
+    FORBIDDEN.extend(forbidden_lines(sandbox.state_dir / "controller.log",
+                                     f"{prefix}/controller"))
+    for node in sandbox.nodes:
+        FORBIDDEN.extend(forbidden_lines(node.dir / "agent.log", f"{prefix}/{node.name}/agent"))
+
+
 def _live_crashes() -> set[str]:
     return {line for sandbox in LIVE for line in _crashes(sandbox)}
 
@@ -189,6 +220,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("e2e tests run again after an ovs-vswitchd crash")
         for line in RERUNS:
             terminalreporter.line(line)
+    if FORBIDDEN:
+        terminalreporter.section("requests refused to kovn's ServiceAccounts (manifests/rbac "
+                                 "misses a verb?)")
+        for line in FORBIDDEN:
+            terminalreporter.line(line)
     if CRASHES:
         terminalreporter.section("ovs-vswitchd crashes (restarted by --monitor)")
         for line in CRASHES:
@@ -207,6 +243,7 @@ def running(config: SandboxConfig) -> Iterator[Sandbox]:
     finally:
         LIVE.remove(sandbox)
         _note_crashes(sandbox)
+        _note_forbidden(sandbox)
         with contextlib.suppress(SandboxError):
             sandbox.down()
 
@@ -263,5 +300,7 @@ def controller(kube_sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory
     """A `kovn controller` on the session's kube_sandbox for one test module (modules run
     one after another, so there is only ever one NB writer)."""
     log = Path(tmp_path_factory.mktemp("controller")) / "controller.log"
-    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig, log).running() as proc:
+    kubeconfig = identities.kubeconfig_for(kube_sandbox.config, identities.CONTROLLER_SA)
+    with ControllerProcess(kube_sandbox.nb_remote, kubeconfig, log).running() as proc:
         yield proc
+    FORBIDDEN.extend(forbidden_lines(log, "controller"))

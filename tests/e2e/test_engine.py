@@ -23,7 +23,7 @@ from northbound.rows import AddressSet, Owner
 from operators.kinds import KINDS, LISTWATCH, Kind
 from operators.state import Batch, State
 from operators.worker import Controller
-from sandbox import kube
+from sandbox import identities, kube
 from sandbox.cluster import Sandbox
 from sandbox.controlplane import ControllerProcess, eventually, nb_ports, pod_manifest
 from tests.e2e.controlplane import Cluster, condition
@@ -38,7 +38,10 @@ def cluster(kube_sandbox: Sandbox) -> Cluster:
 
 @pytest.fixture
 def controller(kube_sandbox: Sandbox, tmp_path: Path) -> Iterator[ControllerProcess]:
-    with ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig,
+    # As the ServiceAccount kovn-controller (its RBAC must suffice), unless the sandbox runs
+    # with admin identities.
+    kubeconfig = identities.kubeconfig_for(kube_sandbox.config, identities.CONTROLLER_SA)
+    with ControllerProcess(kube_sandbox.nb_remote, kubeconfig,
                            tmp_path / "controller.log").running() as proc:
         yield proc
 

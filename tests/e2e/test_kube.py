@@ -82,7 +82,7 @@ def test_nodes_ready_with_underlay_ips(kube_sandbox: Sandbox) -> None:
             node["status"]["addresses"]
         assert not node["spec"].get("taints"), node["spec"]
         assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
-        assert node["status"]["allocatable"]["pods"] == "110"
+        assert node["status"]["allocatable"]["pods"] == "250"
     table = kubectl(kube_sandbox, "get", "nodes").stdout
     assert table.count(" Ready ") == 2, table
 

@@ -32,13 +32,13 @@ from sandbox.controlplane import ControllerProcess, eventually, pod_manifest
 from sandbox.netns import ip, netns_add, netns_delete, netns_exec
 from sandbox.node import SandboxNode, vsctl
 from sandbox.probe import ping, probe
-from sandbox.workloads import find_plugin
 from tests.e2e.controlplane import REPO, Cluster
+from tests.integration.test_cni_plugin import plugin_binary
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "t-cni"
-# The installed plugin, found as the sandbox finds it (beside this Python, else on PATH).
-KOVN_CNI = str(find_plugin() or "kovn-cni")
+# This checkout's plugin, as the sandbox installs it (node.cni_plugin.launcher).
+KOVN_CNI = plugin_binary()
 
 
 class AgentProcess:

@@ -28,6 +28,9 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], str]] = {
     "kube": (("bench", "cli", "contract", "controller", "manifests", "node", "northbound",
               "operators", "sandbox", "tests"),
              "kube/ is the Kubernetes client of every layer and imports none of them"),
+    "telemetry": (("bench", "cli", "contract", "controller", "kube", "manifests", "node",
+                   "northbound", "operators", "sandbox", "tests"),
+                  "telemetry/ serves what each component defines and imports none of them"),
 }
 # third-party package -> the one layer that may import it
 ONLY_IN = {
@@ -36,6 +39,8 @@ ONLY_IN = {
     # sandbox/, bench/, tests/) uses it, never the `kubernetes` package itself.
     "kubernetes": "kube",
 }
+# The Prometheus client: the HTTP server and each component's own metrics module.
+PROMETHEUS_USERS = ("telemetry/", "operators/metrics.py", "node/metrics.py")
 
 
 def matches(module: str, prefix: str) -> bool:
@@ -70,6 +75,14 @@ def test_third_party_confined_to_one_layer(module: str, layer: str) -> None:
     bad = {(imp.file, imp.line): str(imp) for imp in imports()
            if matches(imp.module, module) and not imp.file.startswith(f"{layer}/")}
     assert sorted(bad.values()) == []
+
+
+def test_prometheus_stays_in_the_metrics_modules() -> None:
+    """Hot paths report through hooks (Reconciler.on_transaction, CniServer's observer,
+    Attachments.on_added) and the kovn-cni plugin never loads the client."""
+    bad = [str(imp) for imp in imports() if matches(imp.module, "prometheus_client")
+           and not imp.file.startswith(PROMETHEUS_USERS) and not imp.file.startswith("tests/")]
+    assert bad == []
 
 
 def test_contract_is_pure() -> None:
