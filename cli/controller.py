@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from cli.remotes import remote_list, sandbox_default
 from contract import defaults
 from controller.config import ClusterConfig
 from northbound import names
@@ -54,8 +55,11 @@ def register(subparsers: Any) -> None:
         "controller", help="run the controller: Kubernetes objects -> OVN NB rows",
         description="Watch Subnets, Namespaces, Nodes and Pods; allocate addresses; keep the "
         "OVN northbound database in step; annotate pods with kovn.io/pod-network.")
-    parser.add_argument("--nb", default=os.environ.get("KOVN_NB", DEFAULT_NB),
-                        help=f"NB address (default $KOVN_NB or {DEFAULT_NB})")
+    parser.add_argument("--nb", default=os.environ.get("KOVN_NB") or sandbox_default(DEFAULT_NB),
+                        type=remote_list,
+                        help=f"NB address (default $KOVN_NB or {DEFAULT_NB}); a raft "
+                        "cluster as all its members, comma-separated (kovn writes through "
+                        "the leader and follows it when it changes)")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                         help="kubeconfig (default $KUBECONFIG, else in-cluster)")
     parser.add_argument("--default-subnet", default=names.DEFAULT_SUBNET,

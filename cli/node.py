@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from cli.remotes import remote_list
 from contract.defaults import SERVICE_CIDR
 from node.cni_protocol import DEFAULT_SOCKET
 from telemetry import address as metrics_address
@@ -73,8 +74,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ovs-db", required=True,
                         help="the node's Open_vSwitch database, e.g. "
                         "unix:/var/run/openvswitch/db.sock")
-    parser.add_argument("--sb-remote", required=True,
-                        help="OVN southbound address for ovn-controller (external_ids:ovn-remote)")
+    parser.add_argument("--sb-remote", required=True, type=remote_list,
+                        help="OVN southbound address for ovn-controller (external_ids:ovn-remote);"
+                        " a raft cluster as all its members, comma-separated")
     parser.add_argument("--encap-ip", required=True, help="this node's Geneve tunnel address")
     parser.add_argument("--datapath-type", choices=("netdev", "system"), default="system",
                         help="br-int datapath: netdev = userspace (default system)")

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from cli.remotes import sandbox_default
 from northbound import names
 from northbound.connection import DEFAULT_NB, NbConnection, NorthboundUnavailable
 from northbound.rows import Owner
@@ -18,7 +19,7 @@ KINDS.update({"policy": names.OwnerType.NETWORK_POLICY, "netpol": names.OwnerTyp
 
 
 def nb_address(args: argparse.Namespace) -> str:
-    return args.nb or os.environ.get("KOVN_NB") or DEFAULT_NB
+    return args.nb or os.environ.get("KOVN_NB") or sandbox_default(DEFAULT_NB)
 
 
 def owner_from_args(kind: str | None, name: str | None) -> Owner | None:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cli.remotes import sandbox_default
 from cli.show import nb_address
 from northbound import names, trace
 from northbound.apply import PlanCommand
@@ -37,7 +38,7 @@ USAGE = ("kovn trace NS/POD {IP | NS/POD | svc NS/NAME} {tcp|udp|icmp} [PORT] "
 
 
 def sb_address(args: argparse.Namespace) -> str:
-    return args.sb or os.environ.get("KOVN_SB") or DEFAULT_SB
+    return args.sb or os.environ.get("KOVN_SB") or sandbox_default(DEFAULT_SB)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
     up.add_argument("--nb-tcp-port", type=_tcp_port, default=6641, metavar="PORT",
                     help="also serve the NB on tcp:127.0.0.1:PORT; 0 or 'none' disables "
                     "(default 6641)")
+    up.add_argument("--ovn-ha", action="store_true",
+                    help="run OVN NB and SB each as a 3-member raft cluster (nb1..nb3, "
+                    "sb1..sb3; clients get all members, comma-separated); with --nb-tcp-port "
+                    "the NB members serve PORT, PORT+1 and PORT+2")
     up.add_argument("--no-kube", dest="kube", action="store_false",
                     help="start only OVN: no Kubernetes control plane, no controller")
     up.add_argument("--no-controller", dest="controller", action="store_false",
@@ -105,9 +109,9 @@ def register(subparsers: Any) -> None:
 
     restart = actions.add_parser(
         "restart", help="restart a node's agent or kubelet (NODE/agent, NODE/kubelet); pods "
-        "keep running")
+        "keep running; with --ovn-ha start a stopped raft member again (nb1..sb3)")
     _add_state_dir(restart)
-    restart.add_argument("daemon", metavar="NODE/agent|NODE/kubelet")
+    restart.add_argument("daemon", metavar="NODE/agent|NODE/kubelet|MEMBER")
     restart.set_defaults(func=_guarded(cmd_restart))
 
     down = actions.add_parser("down", help="stop the sandbox and remove all it created")
@@ -122,7 +126,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         controller = args.kube and args.controller
         config = SandboxConfig(
             state_dir=args.state_dir, nodes=args.nodes, prefix=args.prefix,
-            nb_tcp_port=args.nb_tcp_port, kube=args.kube, controller=controller,
+            nb_tcp_port=args.nb_tcp_port, ovn_ha=args.ovn_ha, kube=args.kube,
+            controller=controller,
             workloads=controller if args.workloads is None else args.workloads,
             apiserver_port=args.apiserver_port, etcd_port=args.etcd_port,
             etcd_peer_port=args.etcd_peer_port, service_accounts=args.service_accounts)
@@ -236,7 +241,12 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"sandbox in {status['state_dir']}: {status['state']} "
              f"(prefix {status['prefix']}{when})"]
     tcp = f"  {status['nb_tcp_remote']}" if status.get("nb_tcp_remote") else ""
-    lines += [f"  NB  {status['nb_remote']}{tcp}", f"  SB  {status['sb_remote']}", "  daemons:"]
+    lines += [f"  NB  {status['nb_remote']}{tcp}", f"  SB  {status['sb_remote']}"]
+    if status.get("ovn_ha"):
+        lines.append("  raft (--ovn-ha): " + ", ".join(
+            f"{m['name']} {m['role']}" + (f" (term {m['term']})" if m["role"] == "leader" else "")
+            for m in status.get("raft", [])))
+    lines.append("  daemons:")
     width = max((len(d["name"]) for d in status["daemons"]), default=0)
     for d in status["daemons"]:
         state = "running" if d["alive"] else "stopped"
@@ -267,6 +277,9 @@ def format_status(status: dict[str, Any]) -> str:
         f"    kovn show --nb {status['nb_remote']}",
         f"    ovn-sbctl --db={status['sb_remote']} show",
     ]
+    if status.get("ovn_ha"):
+        lines.append(f"    ovs-appctl -t {status['state_dir']}/nb1.ctl cluster/status "
+                     "OVN_Northbound")
     if kube:
         lines += [f"    export KUBECONFIG={kube['kubeconfig']}",
                   f"    {kube_bin_dir() / 'kubectl'} get nodes"]

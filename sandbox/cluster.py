@@ -110,8 +110,7 @@ class Sandbox:
         t0 = time.monotonic()
         check_prerequisites(self.config)
         self._clear_leftovers(progress)
-        if self.config.nb_tcp_port is not None:
-            central.check_tcp_port_free(self.config.nb_tcp_port)
+        central.check_tcp_ports_free(self.config)
         if self.config.kube:
             # Ports set to 0 become free ones now; state.json records them.
             self.config = dataclasses.replace(self.config, **kube.resolve_ports(self.config))
@@ -183,7 +182,10 @@ class Sandbox:
     def restart(self, name: str) -> procs.Daemon:
         """Stop and start again a node's agent or kubelet (`node1/agent`, `node1/kubelet`),
         or the kovn controller (`kovn-controller`, also when it was killed); what they serve
-        is left as it is (pods keep running)."""
+        is left as it is (pods keep running). With ovn_ha, start a stopped raft member
+        again (`nb2`): it rejoins its cluster (same pidfile, so no new record)."""
+        if name in central.raft_members(self.config):
+            return central.restart_member(self.config, name)
         if name == kube.CONTROLLER and self.config.kube and self.config.controller:
             procs.stop_daemons([d for d in self._daemons if d.name == name], timeout=10)
             fresh: list[procs.Daemon] = []
@@ -357,6 +359,8 @@ class Sandbox:
             "nb_remote": loaded.nb_remote,
             "sb_remote": loaded.sb_remote,
             "nb_tcp_remote": loaded.nb_tcp_remote,
+            "ovn_ha": loaded.config.ovn_ha,
+            "raft": central.raft_status(loaded.config),
             "started_at": loaded._started_at,
             "daemons": daemons,
             "nodes": [_node_json(n) for n in loaded.nodes],

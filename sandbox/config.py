@@ -24,6 +24,8 @@ FIRST_NODE_HOST = 10
 # The "outside" network beyond the gateway routers (sandbox/outside.py); its first address is
 # the outside's router and client.
 OUTSIDE_CIDR = "198.51.100.0/24"
+# Members of each OVN database's raft cluster with ovn_ha (sandbox/raft.py).
+RAFT_MEMBERS = 3
 
 
 def default_state_dir() -> Path:
@@ -45,6 +47,10 @@ class SandboxConfig:
     underlay_cidr: str = "203.0.113.0/24"
     outside_cidr: str = OUTSIDE_CIDR
     nb_tcp_port: int | None = 6641
+    # OVN NB and SB each as a 3-member raft cluster (sandbox/raft.py) instead of one
+    # ovsdb-server each; clients get every member as a comma-separated remote. The NB's TCP
+    # remote is then nb_tcp_port, +1 and +2 (one per member).
+    ovn_ha: bool = False
     # The Kubernetes control plane (etcd, apiserver, controller-manager, scheduler) and the
     # node heartbeat; False starts only OVN. Ports are on 127.0.0.1; 0 picks a free one at
     # `up` (state.json records the port chosen).
@@ -90,6 +96,9 @@ class SandboxConfig:
             raise ValueError(f"{self.outside_cidr} is too small for {self.nodes} nodes")
         if self.nb_tcp_port is not None and not 0 < self.nb_tcp_port < 65536:
             raise ValueError(f"nb_tcp_port must be 1..65535 or None, got {self.nb_tcp_port}")
+        if self.nb_tcp_ports and self.nb_tcp_ports[-1] > 65535:
+            raise ValueError(f"nb_tcp_port {self.nb_tcp_port} leaves no room for the NB "
+                             f"cluster's {len(self.nb_tcp_ports)} members: use a lower port")
         for cidr in self.blackhole_ranges:
             ipaddress.ip_network(cidr)
         for field in ("apiserver_port", "etcd_port", "etcd_peer_port"):
@@ -97,9 +106,17 @@ class SandboxConfig:
             if not 0 <= port < 65536:
                 raise ValueError(f"{field} must be 0 (any free port) or 1..65535, got {port}")
         taken = [p for p in (self.apiserver_port, self.etcd_port, self.etcd_peer_port,
-                             self.nb_tcp_port) if p]
+                             *self.nb_tcp_ports) if p]
         if len(taken) != len(set(taken)):
             raise ValueError(f"the sandbox's TCP ports must differ, got {sorted(taken)}")
+
+    @property
+    def nb_tcp_ports(self) -> tuple[int, ...]:
+        """The 127.0.0.1 ports the NB serves clients on: one, or one per raft member."""
+        if self.nb_tcp_port is None:
+            return ()
+        members = RAFT_MEMBERS if self.ovn_ha else 1
+        return tuple(self.nb_tcp_port + i for i in range(members))
 
     def node_name(self, index: int) -> str:
         """Name of node `index` (1-based); also its OVN chassis name."""

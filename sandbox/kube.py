@@ -100,7 +100,7 @@ def resolve_ports(config: SandboxConfig) -> dict[str, int]:
         if chosen[field]:
             check_port_free(chosen[field], what, option)
             continue
-        while (port := free_port()) in chosen.values() or port == config.nb_tcp_port:
+        while (port := free_port()) in chosen.values() or port in config.nb_tcp_ports:
             pass
         chosen[field] = port
     return chosen

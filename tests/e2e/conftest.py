@@ -35,7 +35,8 @@ SESSION_PREFIX = "kvt"
 CLI_PREFIX = "kvc"
 KUBE_PREFIX = "kvk"
 CLUSTER_PREFIX = "kvw"
-TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX, KUBE_PREFIX, CLUSTER_PREFIX)
+RAFT_PREFIX = "kvr"  # tests/e2e/test_raft.py's --ovn-ha cluster
+TEST_PREFIXES = (SESSION_PREFIX, CLI_PREFIX, KUBE_PREFIX, CLUSTER_PREFIX, RAFT_PREFIX)
 # Held for a whole e2e session: two test runs on one machine would share the test prefixes.
 LOCK_FILE = Path("/tmp/kovn-e2e.lock")
 
