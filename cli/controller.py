@@ -76,12 +76,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mtu", type=int, default=defaults.DEFAULT_MTU)
     parser.add_argument("--resync", type=float, default=60.0,
                         help="seconds between full reconciles (drift repair, GC)")
-    parser.add_argument("--metrics-address", metavar="HOST:PORT|off",
-                        default=os.environ.get(metrics_address.CONTROLLER_ENV,
-                                               metrics_address.CONTROLLER_DEFAULT),
-                        help="serve /metrics (Prometheus), /healthz and /readyz here; off "
-                        f"disables (default ${metrics_address.CONTROLLER_ENV} or "
-                        f"{metrics_address.CONTROLLER_DEFAULT})")
+    metrics_address.add_address_option(parser, metrics_address.CONTROLLER_ENV,
+                                       metrics_address.CONTROLLER_DEFAULT)
     lease = parser.add_argument_group(
         "leader election", "Only the holder of a coordination.k8s.io Lease writes NB and the "
         "API; the others stand by and say so. A leader that cannot renew stops writing "

@@ -108,12 +108,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--external-bridge", default="br-ex", metavar="BRIDGE",
                         help="the OVS bridge holding the external uplink: with --external-ip "
                         "the agent sets ovn-bridge-mappings=physnet:BRIDGE (default br-ex)")
-    parser.add_argument("--metrics-address", metavar="HOST:PORT|off",
-                        default=os.environ.get(metrics_address.NODE_ENV,
-                                               metrics_address.NODE_DEFAULT),
-                        help="serve /metrics (Prometheus), /healthz and /readyz here; off "
-                        f"disables (default ${metrics_address.NODE_ENV} or "
-                        f"{metrics_address.NODE_DEFAULT})")
+    metrics_address.add_address_option(parser, metrics_address.NODE_ENV,
+                                       metrics_address.NODE_DEFAULT)
     parser.add_argument("--metrics-netns", default="", metavar="NETNS",
                         help="listen for --metrics-address in this netns (a name in /run/netns "
                         "or a path), e.g. where the scraper is, as in the sandbox (default: "

@@ -3,7 +3,9 @@ parsing the command line needs no Prometheus client)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 OFF = "off"
 CONTROLLER_DEFAULT = "0.0.0.0:9476"
@@ -39,3 +41,11 @@ def parse_address(text: str, option: str = "--metrics-address") -> Address | Non
         raise TelemetryError(f"{option} {text!r}: expected HOST:PORT (e.g. 0.0.0.0:9476, "
                              f"[::]:9476, 127.0.0.1:0 for any free port) or {OFF}")
     return Address(host, int(port))
+
+
+def add_address_option(parser: Any, env: str, default: str) -> None:
+    """`--metrics-address`, the same on every component; its default from `env`."""
+    parser.add_argument("--metrics-address", metavar="HOST:PORT|off",
+                        default=os.environ.get(env, default),
+                        help=f"serve /metrics (Prometheus), /healthz and /readyz here; {OFF} "
+                        f"disables (default ${env} or {default})")
