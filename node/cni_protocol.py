@@ -379,3 +379,25 @@ def response_error(response: Mapping[str, Any]) -> CniError | None:
     error = response.get("error") or {}
     return CniError(int(error.get("code", Code.INTERNAL)), str(error.get("msg", "agent error")),
                     str(error.get("details", "")))
+
+
+def printed(response: Mapping[str, Any], message: Mapping[str, Any]) -> bytes:
+    """`response` as kovn-cni prints it, for a request that asked `"reply": "printed"` (the
+    compiled shim, node/cni_shim.c, which copies this out and parses no JSON itself):
+    b"<exit code> <length of stdout>\\n", then stdout, then stderr. As node/cni_plugin.py
+    prints: the result (nothing for none), or the CNI error in the config's cniVersion
+    (the latest if it names none kovn supports) and a line on stderr."""
+    error = response_error(response)
+    if error is None:
+        result = response.get("result")
+        out, err, code = (json.dumps(result) + "\n" if result is not None else ""), "", 0
+    else:
+        try:
+            version = decode(str(message.get("stdin", "")).encode()).get("cniVersion")
+        except ValueError:
+            version = None
+        version = version if version in SUPPORTED_VERSIONS else LATEST_VERSION
+        out = json.dumps(error.to_json(version)) + "\n"
+        err, code = f"kovn-cni: {error.msg}\n", 1
+    stdout = out.encode()
+    return f"{code} {len(stdout)}\n".encode() + stdout + err.encode()

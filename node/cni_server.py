@@ -1,7 +1,9 @@
 """The agent's end of the CNI: a unix socket, one request per connection, a thread each.
 
 The shim writes one JSON request and closes its write side; the server answers with one JSON
-response (a result or a CNI error) and closes. The socket file appears only once the server
+response (a result or a CNI error) and closes, or, when the request says `"reply": "printed"`
+(the compiled shim, node/cni_shim.c), with exactly what kovn-cni prints
+(node.cni_protocol.printed). The socket file appears only once the server
 listens (bound under a temporary name, then renamed), so its existence means "ready"; on
 stop it is removed, and only if it is still ours.
 """
@@ -26,6 +28,7 @@ from node.cni_protocol import (
     encode,
     error_response,
     ok_response,
+    printed,
 )
 
 LOG = logging.getLogger(__name__)
@@ -133,10 +136,18 @@ class CniServer:
             except (OSError, ServerError) as exc:
                 LOG.warning("dropped a CNI connection: %s", exc)
                 return
-            response = self._respond(data)
+            try:
+                message: dict[str, Any] | ValueError = decode(data)
+            except ValueError as exc:
+                message = exc
+            response = self._respond(message)
+            if isinstance(message, dict) and message.get("reply") == "printed":
+                wire = printed(response, message)
+            else:
+                wire = encode(response)
             conn.settimeout(10)
             try:
-                conn.sendall(encode(response))
+                conn.sendall(wire)
             except OSError as exc:  # the runtime gave up waiting: nothing more to do
                 LOG.warning("could not send the CNI answer: %s", exc)
         finally:
@@ -144,15 +155,14 @@ class CniServer:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _respond(self, data: bytes) -> dict[str, Any]:
+    def _respond(self, message: dict[str, Any] | ValueError) -> dict[str, Any]:
         started = time.monotonic()
         request: CniRequest | None = None
         code = 0
         try:
-            try:
-                request = CniRequest.from_wire(decode(data))
-            except ValueError as exc:
-                raise CniError(Code.DECODE_FAILED, f"malformed request: {exc}") from exc
+            if isinstance(message, ValueError):
+                raise CniError(Code.DECODE_FAILED, f"malformed request: {message}")
+            request = CniRequest.from_wire(message)
             return ok_response(self.handler(request))
         except CniError as error:
             code = error.code

@@ -22,6 +22,8 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovsdbapp_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from node.group_commit import GroupCommit
+
 LOG = logging.getLogger(__name__)
 SCHEMA = "Open_vSwitch"
 TABLES = ("Open_vSwitch", "Bridge", "Port")
@@ -47,6 +49,10 @@ INDEXED_KEYS = (IFACE_ID, SANDBOX)
 
 class OvsError(RuntimeError):
     """The Open_vSwitch database is unreachable or refused a change."""
+
+
+class OvsTimeout(OvsError):
+    """No answer to a transaction in time (it may still be committed later)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,9 @@ class Ovs:
         self.timeout = timeout
         self.api: Any = None
         self._idl: _NotifyingIdl | None = None
+        self.ports = GroupCommit(lambda commands: self.execute(*commands, wait_vswitchd=False),
+                                 final=(OvsTimeout,))
+        """Pods' port changes, committed together under a burst (node.group_commit)."""
 
     def start(self) -> Ovs:
         helper = _fetch_schema(self.remote, self.timeout)
@@ -193,7 +202,8 @@ class Ovs:
                     txn.add(command)
                 txn.commit()
         except ovsdbapp_exceptions.TimeoutException as exc:
-            raise OvsError(f"Open_vSwitch transaction at {self.remote} timed out: {exc}") from exc
+            raise OvsTimeout(f"Open_vSwitch transaction at {self.remote} timed out: "
+                             f"{exc}") from exc
         except (RuntimeError, LookupError) as exc:
             raise OvsError(f"Open_vSwitch at {self.remote} refused the transaction: "
                            f"{exc}") from exc
@@ -223,17 +233,17 @@ class Ovs:
 
     def replace_port(self, bridge: str, name: str, external_ids: Mapping[str, str],
                      stale: Iterable[str] = ()) -> None:
-        """Delete the `stale` ports and (re)create port `name` in one transaction."""
+        """Delete the `stale` ports and (re)create port `name` in one transaction, shared with
+        the other pods' port changes waiting at the same time (node.group_commit)."""
         commands = [self.api.del_port(port, if_exists=True) for port in {*stale, name}]
         commands.append(self.api.add_port(bridge, name, may_exist=False,
                                           external_ids=dict(external_ids)))
-        self.execute(*commands, wait_vswitchd=False)
+        self.ports.submit(commands)
 
     def del_ports(self, names: Iterable[str]) -> None:
         names = sorted(set(names))
         if names:
-            self.execute(*(self.api.del_port(name, if_exists=True) for name in names),
-                         wait_vswitchd=False)
+            self.ports.submit([self.api.del_port(name, if_exists=True) for name in names])
 
     # ------------------------------------------------------------------ reads
 

@@ -19,7 +19,14 @@ import pytest
 from node.cni_protocol import Code
 from node.cni_server import CniServer
 from sandbox.netns import netns_add, netns_delete
-from tests.integration.test_cni_plugin import CONF, StandIn, add_env, assert_error, cni
+from tests.integration.test_cni_plugin import (  # noqa: F401 - shim: runs each test on both
+    CONF,
+    StandIn,
+    add_env,
+    assert_error,
+    cni,
+    shim,
+)
 
 PREV = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/gone"}],
         "ips": [{"address": "10.16.0.5/16", "interface": 0}]}

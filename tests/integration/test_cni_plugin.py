@@ -23,24 +23,34 @@ import pytest
 from node.cni_plugin import launcher
 from node.cni_protocol import CniError, CniRequest, Code
 from node.cni_server import CniServer, ServerError
+from node.cni_shim import FALLBACK, PLUGIN, SOURCE, install
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = {"cniVersion": "1.0.0", "name": "kovn", "type": "kovn-cni"}
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u-1"
 
 
+SHIMS = ("compiled", "python")
+_shim = {"which": "compiled"}
+
+
+@pytest.fixture(autouse=True, params=SHIMS)
+def shim(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs against both: the compiled kovn-cni (node/cni_shim.c, which hands the
+    rare cases to the Python shim beside it) and the Python shim alone."""
+    _shim["which"] = request.param
+    yield request.param
+
+
 def plugin_binary() -> str:
-    """This checkout's kovn-cni, as the sandbox installs it (node.cni_plugin.launcher)."""
-    text = launcher(os.path.realpath(sys.executable), str(REPO))
-    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"kovn-cni-test-{digest}" / "kovn-cni"
-    if not path.exists():  # one per checkout and interpreter, written atomically
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"kovn-cni.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        tmp.replace(path)
-    return str(path)
+    """This checkout's kovn-cni as the sandbox installs it (node.cni_shim.install): the
+    compiled shim, or (the `shim` parameter) kovn-cni-py, the Python shim it falls back to."""
+    key = SOURCE.read_bytes() + launcher(os.path.realpath(sys.executable), str(REPO)).encode()
+    directory = Path(tempfile.gettempdir()) / f"kovn-cni-test-{hashlib.sha1(key).hexdigest()[:12]}"
+    if not (directory / FALLBACK).exists():  # one per checkout and interpreter
+        problem = install(directory, os.path.realpath(sys.executable), directory / "cache")
+        assert problem is None, f"the compiled kovn-cni could not be built: {problem}"
+    return str(directory / (PLUGIN if _shim["which"] == "compiled" else FALLBACK))
 
 
 def cni(command: str | None, stdin: bytes | str | dict[str, Any], **env: str
@@ -180,6 +190,35 @@ def test_agent_errors_pass_through(agent: tuple[str, StandIn]) -> None:
     assert out is not None and out["details"] == "pod ns/web"
     rc, out, _ = cni("ADD", {**CONF, "socket": path}, **add_env(CNI_CONTAINERID="crash"))
     assert_error(rc, out, Code.INTERNAL, "boom")
+
+
+def test_what_the_compiled_shim_hands_to_the_python_one(agent: tuple[str, StandIn]) -> None:
+    """Configs the compiled shim does not read itself reach the agent all the same (through
+    kovn-cni-py, with the same stdin), and say the same things."""
+    path, handler = agent
+    escaped = json.dumps({**CONF, "socket": path}).replace("/", "\\/")  # "socket" escaped
+    rc, out, _ = cni("ADD", escaped, **add_env(CNI_CONTAINERID="escaped"))
+    assert rc == 0 and out is not None and out["cniVersion"] == "1.0.0"
+    accented = {**CONF, "socket": path, "name": "kovn-réseau"}  # non-ASCII: sent as \u00e9
+    rc, out, _ = cni("ADD", accented, **add_env(CNI_CONTAINERID="accented"))
+    assert rc == 0, out
+    nested = {**CONF, "socket": path, "args": {"cni": {"x": [1, {"socket": "/not/this"}]}}}
+    rc, out, _ = cni("ADD", nested, **add_env(CNI_CONTAINERID="nested"))
+    assert rc == 0, out
+    assert [r.container_id for r in handler.requests] == ["escaped", "accented", "nested"]
+    assert handler.requests[1].config["name"] == "kovn-réseau"
+    assert_error(*cni("ADD", b'[1, 2]', **add_env())[:2], Code.INVALID_CONFIG)
+    assert_error(*cni("ADD", b'{"cniVersion": "1.0.0"} trailing', **add_env())[:2],
+                 Code.DECODE_FAILED)
+
+
+def test_errors_are_printed_in_the_configs_version(agent: tuple[str, StandIn]) -> None:
+    path, _ = agent
+    rc, out, err = cni("ADD", {**CONF, "cniVersion": "0.4.0", "socket": path},
+                       **add_env(CNI_CONTAINERID="fail"))
+    assert_error(rc, out, Code.TRY_AGAIN_LATER, "no annotation yet")
+    assert out is not None and out["cniVersion"] == "0.4.0"
+    assert "kovn-cni: no annotation yet" in err
 
 
 def test_parallel_requests(agent: tuple[str, StandIn]) -> None:

@@ -21,6 +21,7 @@ from node.cni_protocol import (
     ok_response,
     parse_cni_args,
     parse_request,
+    printed,
     response_error,
     version_result,
 )
@@ -198,3 +199,23 @@ def test_host_veth_name() -> None:
     assert name == host_veth_name("0123456789abcdef", "eth0")
     assert host_veth_name("0123456789abcdef", "net1") != name
     assert host_veth_name("other") != name
+
+
+def test_printed_frames_what_kovn_cni_prints() -> None:
+    """The compiled shim copies this out: header "<exit> <stdout bytes>", stdout, stderr."""
+    ok = printed(ok_response({"cniVersion": "1.0.0", "ips": []}),
+                 {"stdin": '{"cniVersion": "1.0.0"}'})
+    header, rest = ok.split(b"\n", 1)
+    assert header == f"0 {len(rest)}".encode() and json.loads(rest) == {
+        "cniVersion": "1.0.0", "ips": []}
+    assert printed(ok_response(None), {"stdin": "{}"}) == b"0 0\n"
+    failed = printed(error_response(CniError(Code.TRY_AGAIN_LATER, "not yet", "pod a/b")),
+                     {"stdin": '{"cniVersion": "0.4.0"}'})
+    header, rest = failed.split(b"\n", 1)
+    code, length = header.split()
+    assert code == b"1"
+    assert json.loads(rest[:int(length)]) == {"cniVersion": "0.4.0", "code": 11,
+                                              "msg": "not yet", "details": "pod a/b"}
+    assert rest[int(length):] == b"kovn-cni: not yet\n"
+    unknown = printed(error_response(CniError(Code.INTERNAL, "x")), {"stdin": "not json"})
+    assert json.loads(unknown.split(b"\n", 1)[1].split(b"\n")[0])["cniVersion"] == "1.1.0"
