@@ -30,7 +30,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from node.netns import netns_path, setns, thread_in_netns
+from node.rtnl import Rtnl, RtnlError
 
+SIOCGIFINDEX = 0x8933
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
 ETHTOOL_STXCSUM = 0x17
@@ -82,24 +84,55 @@ def enter_netns(path: str) -> None:
 
 @dataclass
 class NetnsHandle:
-    """Sockets opened inside one netns: netlink (pyroute2) and one for ethtool ioctls."""
+    """Sockets opened inside one netns: rtnetlink (node.rtnl, for ADD and DEL), one for
+    ioctls (ethtool, ifindex) and, for the rarer reads, a pyroute2 handle: opened with the
+    others where asked (`sockets_in(..., pyroute2=True)`), else on first use, which must
+    then be from a thread in the same netns (the agent's own handle only)."""
 
-    ipr: IPRoute
+    rtnl: Rtnl
     ioctl_sock: socket.socket
+    _ipr: IPRoute | None = None
+
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
-        self.ipr.close()
+        self.rtnl.close()
         self.ioctl_sock.close()
+        if self._ipr is not None:
+            self._ipr.close()
+
+
+def _open_handle(pyroute2: bool) -> NetnsHandle:
+    return NetnsHandle(Rtnl(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                       IPRoute() if pyroute2 else None)
+
+
+def disable_ipv6(device: str) -> None:
+    """net.ipv6.conf.<device>.disable_ipv6 = 1 in the calling thread's netns (`default`: for
+    the devices created in it from now on); nothing if the kernel has no IPv6."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{device}/disable_ipv6", "w") as knob:
+            knob.write("1")
+    except FileNotFoundError:
+        pass
 
 
 @contextlib.contextmanager
-def sockets_in(netns_fd: int | None = None) -> Iterator[NetnsHandle]:
-    """A NetnsHandle for the netns `netns_fd` (None: the agent's own netns), closed after."""
+def sockets_in(netns_fd: int | None = None, ipv4_only: bool = False,
+               pyroute2: bool = False) -> Iterator[NetnsHandle]:
+    """A NetnsHandle for the netns `netns_fd` (None: the agent's own netns), closed after.
+    `ipv4_only`: the devices created in that netns from now on start without IPv6."""
     if netns_fd is None:
-        handle = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        handle = _open_handle(pyroute2)
     else:
         with thread_in_netns(netns_fd):
-            handle = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            if ipv4_only:
+                disable_ipv6("default")
+            handle = _open_handle(pyroute2)
     try:
         yield handle
     finally:
@@ -113,17 +146,16 @@ _host_lock = threading.Lock()
 @contextlib.contextmanager
 def host_sockets() -> Iterator[NetnsHandle]:
     """The agent's own netns handle: opened once, then shared by every ADD and DEL, one
-    at a time (opening a pyroute2 handle costs more CPU than the few requests an ADD makes
-    in the node's netns). Must first be used from a thread in the agent's netns, as every
-    CNI request thread is. A handle that failed at the socket level is reopened next time."""
+    at a time. Must first be used from a thread in the agent's netns, as every CNI request
+    thread is. A handle that failed at the socket level is reopened next time."""
     global _host
     with _host_lock:
         if _host is None:
-            _host = NetnsHandle(IPRoute(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            _host = _open_handle(pyroute2=False)
         try:
             yield _host
         except OSError as exc:
-            if not isinstance(exc, NetlinkError):
+            if not isinstance(exc, NetlinkError | RtnlError):
                 _host.close()
                 _host = None
             raise
@@ -164,17 +196,26 @@ def delete_link(ifname: str) -> bool:
 
 def _delete_link(host: NetnsHandle, ifname: str) -> bool:
     try:
-        host.ipr.link("del", ifname=ifname)
-    except NetlinkError as exc:
-        if exc.code in (errno.ENODEV, errno.ENOENT):
-            return False
+        return host.rtnl.delete_link(ifname)
+    except RtnlError as exc:
         raise PlumbingError(f"cannot delete {ifname}: {exc}") from exc
-    return True
+
+
+def if_index(handle: NetnsHandle, ifname: str) -> int | None:
+    """The index of link `ifname` in the handle's netns (SIOCGIFINDEX: no netlink dump)."""
+    ifreq = struct.pack("16si", ifname.encode(), 0).ljust(40, b"\0")
+    try:
+        answer = fcntl.ioctl(handle.ioctl_sock.fileno(), SIOCGIFINDEX, ifreq)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
+    return int(struct.unpack_from("i", answer, 16)[0])
 
 
 def link_exists(ifname: str) -> bool:
     with host_sockets() as host:
-        return link_index(host.ipr, ifname) is not None
+        return if_index(host, ifname) is not None
 
 
 def link_mac(ipr: IPRoute, index: int) -> str:
@@ -199,26 +240,31 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
 
     A leftover host end of the same name (an earlier, interrupted ADD) is deleted first;
     its pod end goes with it.
+
+    A pod without an IPv6 address gets no IPv6 on its end: otherwise its kernel, once the
+    link is up, sends neighbour and router solicitations and MLD reports into ovs-vswitchd
+    (upcalls, datapath flows and OVN pipeline work for every pod, for nothing). The host
+    end keeps the node's defaults: what its kernel sends goes to the pod, not into OVS, and
+    a write to its sysctl would hold the node's shared netlink handle longer.
     """
+    ipv4_only = ":" not in pod.ip and not any(":" in dst for dst, _ in pod.routes)
     netns_fd = open_netns(netns_path)
     try:
-        with sockets_in(netns_fd) as inside:
+        with sockets_in(netns_fd, ipv4_only) as inside:
             with host_sockets() as host:
                 _delete_link(host, host_ifname)
                 host_mac = random_mac()
                 try:  # the host end is created up, with its MAC: nothing to read back
-                    host.ipr.link("add", ifname=host_ifname, kind="veth", mtu=pod.mtu,
-                                  address=host_mac, state="up",
-                                  peer={"ifname": pod.ifname, "net_ns_fd": netns_fd,
-                                        "address": pod.mac, "mtu": pod.mtu})
-                except NetlinkError as exc:
+                    host.rtnl.add_veth(host_ifname, host_mac, pod.mtu, pod.ifname, pod.mac,
+                                       netns_fd)
+                except RtnlError as exc:
                     if exc.code == errno.EEXIST:  # not the host end: deleted just above
                         raise PlumbingError(f"{pod.ifname} already exists in "
                                             f"{netns_path}") from exc
                     raise PlumbingError(f"cannot create veth {host_ifname}/{pod.ifname}: "
                                         f"{exc}") from exc
             try:
-                pod_index = link_index(inside.ipr, pod.ifname)
+                pod_index = if_index(inside, pod.ifname)
                 if pod_index is None:
                     raise PlumbingError(f"veth {host_ifname}/{pod.ifname} vanished")
                 _configure_pod_end(inside, pod_index, pod, tx_off)
@@ -226,8 +272,8 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
                     with host_sockets() as host:
                         tx_checksum_off(host, host_ifname)
                 return host_mac
-            except (NetlinkError, PlumbingError, OSError) as exc:
-                with contextlib.suppress(NetlinkError, PlumbingError, OSError):
+            except (PlumbingError, OSError, ValueError) as exc:
+                with contextlib.suppress(PlumbingError, OSError):
                     delete_link(host_ifname)
                 if isinstance(exc, PlumbingError):
                     raise
@@ -239,18 +285,14 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
 
 def _configure_pod_end(inside: NetnsHandle, index: int, pod: PodInterface,
                        tx_off: bool) -> None:
-    ipr = inside.ipr
+    rtnl = inside.rtnl
     if tx_off:
         tx_checksum_off(inside, pod.ifname)
-    iface = ipaddress.ip_interface(pod.ip)
-    ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-    ipr.link("set", index=index, state="up")
-    ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
+    rtnl.add_address(index, pod.ip)
+    rtnl.set_up(index)
+    rtnl.set_up(LOOPBACK_IFINDEX)
     for dst, via in pod.routes:
-        if dst in ("0.0.0.0/0", "::/0"):
-            ipr.route("replace", dst="default", gateway=via, oif=index)
-        else:
-            ipr.route("replace", dst=dst, gateway=via, oif=index)
+        rtnl.replace_route(dst, via, index)
 
 
 @dataclass(frozen=True)
@@ -268,7 +310,7 @@ def inspect_pod_link(netns_path: str, ifname: str) -> PodLinkState | None:
     """The pod end as the kernel has it; None if there is no such interface."""
     netns_fd = open_netns(netns_path)
     try:
-        with sockets_in(netns_fd) as inside:
+        with sockets_in(netns_fd, pyroute2=True) as inside:
             index = link_index(inside.ipr, ifname)
             if index is None:
                 return None
