@@ -211,6 +211,7 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
         time.sleep(0.1)
     watch = ReadyWatch(api)
     created: dict[str, float] = {}
+    posted: dict[str, float] = {}  # when the API server answered the POST
     netns: set[str] = set()  # of this run's pods
 
     def create(i: int) -> None:
@@ -219,13 +220,14 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
             time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         created[name] = time.monotonic()
         made = api.create(f"/api/v1/namespaces/{NAMESPACE}/pods", pod(name))
+        posted[name] = time.monotonic()
         netns.add(pod_netns(sandbox.config.prefix, NAMESPACE, name, made["metadata"]["uid"]))
 
     cpu_before = cpu_snapshot(sandbox)
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, range(count)))
-    posted = time.monotonic() - t0
+    posting = time.monotonic() - t0
     while watch.count() < count:
         if time.monotonic() - t0 > timeout:
             print(f"only {watch.count()}/{count} pods Ready after {timeout:.0f}s", flush=True)
@@ -240,12 +242,16 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
         per_node[node] = per_node.get(node, 0) + 1
     spread = ", ".join(f"{n} {c}" for n, c in sorted(per_node.items()))
     how = f"at {rate:g}/s" if rate else "at once, 16 clients"
-    print(f"{count} pods created in {posted:.2f}s ({how}), all Ready after {total:.2f}s; "
+    print(f"{count} pods created in {posting:.2f}s ({how}), all Ready after {total:.2f}s; "
           f"spread: {spread}")
     print(f"creation -> Ready : {percentiles(latencies)}")
-    for what, seen in (("bound", watch.bound), ("podIP", watch.running)):
+    for what, seen in (("POST answered", posted), ("bound", watch.bound),
+                       ("podIP", watch.running)):
         steps = [seen[n] - created[n] for n in created if n in seen]
-        print(f"  creation -> {what:5s}: {percentiles(steps)}")
+        print(f"  creation -> {what:13s}: {percentiles(steps)}")
+    after_bound = [watch.ready[n] - watch.bound[n] for n in created
+                   if n in watch.ready and n in watch.bound]
+    print(f"  bound -> Ready             : {percentiles(after_bound)}")
     print(f"CNI ADD           : {percentiles(adds)}")
     retried = [e for e in errors if e.startswith("code 11:")]
     print(f"CNI ADD failures  : {len(errors)} ({len(retried)} 'try again later', retried)")

@@ -207,7 +207,7 @@ class Controller:
             if keys or full:
                 metrics.kind_reconciled(kind.kind, len(keys), time.monotonic() - kind_started)
         written = self._commit(batch, full)
-        subnets.publish_statuses(state)
+        subnets.publish_statuses(state, usage=full)
         elapsed = time.monotonic() - started
         metrics.flushed(full, elapsed, written)
         elapsed_ms = elapsed * 1000
