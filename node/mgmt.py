@@ -52,7 +52,12 @@ class ManagementPort:
         return True
 
     def _intact(self, network: NodeNetwork) -> bool:
-        with plumbing.sockets_in() as host:
+        """Whether ovn0 still has its address; by ioctl on the agent's shared handle, since
+        this runs every few seconds and a netlink dump costs O(links): one per pod."""
+        with plumbing.host_sockets() as host:
+            if plumbing.primary_ipv4(host, self.ifname) == network.ip:
+                return True
+        with plumbing.sockets_in(pyroute2=True) as host:  # a secondary address, or none
             index = plumbing.link_index(host.ipr, self.ifname)
             if index is None:
                 return False

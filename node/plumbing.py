@@ -32,6 +32,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from node.netns import netns_path, setns, thread_in_netns
 from node.rtnl import Rtnl, RtnlError
 
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
 SIOCGIFINDEX = 0x8933
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
@@ -211,6 +213,23 @@ def if_index(handle: NetnsHandle, ifname: str) -> int | None:
             return None
         raise
     return int(struct.unpack_from("i", answer, 16)[0])
+
+
+def primary_ipv4(handle: NetnsHandle, ifname: str) -> str | None:
+    """The primary IPv4 address of `ifname` with its prefix ("100.64.0.2/16"), by ioctl
+    (no netlink dump of every link); None if the link or the address is missing."""
+    addresses = []
+    for request in (SIOCGIFADDR, SIOCGIFNETMASK):
+        ifreq = struct.pack("16sH", ifname.encode(), socket.AF_INET).ljust(40, b"\0")
+        try:
+            answer = fcntl.ioctl(handle.ioctl_sock.fileno(), request, ifreq)
+        except OSError as exc:
+            if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
+                return None
+            raise
+        addresses.append(socket.inet_ntoa(answer[20:24]))
+    address, netmask = addresses
+    return str(ipaddress.ip_interface(f"{address}/{netmask}"))
 
 
 def link_exists(ifname: str) -> bool:

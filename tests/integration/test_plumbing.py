@@ -8,6 +8,7 @@ machine's own links. Needs root.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import uuid
@@ -91,6 +92,14 @@ def test_plumb_configures_both_ends(namespaces: tuple[str, str]) -> None:
     state = plumbing.inspect_pod_link(f"/var/run/netns/{pod}", "eth0")
     assert state is not None and state.addresses == ("10.16.0.5/16",) and state.up
     assert state.gateways == ("10.16.0.1",)
+    fd = plumbing.open_netns(f"/var/run/netns/{pod}")
+    try:
+        with plumbing.sockets_in(fd) as inside:
+            assert plumbing.primary_ipv4(inside, "eth0") == "10.16.0.5/16"
+            assert plumbing.primary_ipv4(inside, "nothere") is None
+            assert plumbing.if_index(inside, "lo") == 1
+    finally:
+        os.close(fd)
     features = subprocess.run(["ip", "netns", "exec", pod, "ethtool", "-k", "eth0"],
                               capture_output=True, text=True, check=True).stdout
     assert "tx-checksumming: off" in features
