@@ -26,12 +26,19 @@ from node.group_commit import GroupCommit
 
 LOG = logging.getLogger(__name__)
 SCHEMA = "Open_vSwitch"
-TABLES = ("Open_vSwitch", "Bridge", "Port")
-# Only the Interface columns kovn and ovsdbapp's port commands read or write: ovs-vswitchd
+# Only the columns kovn and ovsdbapp's bridge and port commands read or write: ovs-vswitchd
 # rewrites `statistics`, `status` and the link columns of every interface every few seconds,
-# and each such update would cost the agent CPU for every pod on the node.
-INTERFACE_COLUMNS = ("name", "type", "external_ids", "ofport", "mac_in_use", "mac",
-                     "mtu_request", "options", "error")
+# and ovn-controller keeps its conntrack zones in br-int's external_ids (a map that grows by
+# a key or two per pod, rewritten as pods come and go); each such update would cost the
+# agent CPU for every pod on the node (the zones alone were 42 of 88 Bridge updates, 400 KB,
+# in a burst of 30 pods).
+COLUMNS: dict[str, tuple[str, ...] | None] = {
+    "Open_vSwitch": None,  # all: ovsdbapp's vsctl-style commit waits on next_cfg/cur_cfg
+    "Bridge": ("name", "ports", "datapath_type", "fail_mode", "other_config"),
+    "Port": ("name", "interfaces", "external_ids"),
+    "Interface": ("name", "type", "external_ids", "ofport", "mac_in_use", "mac",
+                  "mtu_request", "options", "error"),
+}
 
 # external_ids of a pod's Interface. iface-id, iface-id-ver and attached_mac are OVN's;
 # sandbox (container id) is ovn-kubernetes' convention; the kovn.io/ keys are kovn's own.
@@ -166,9 +173,11 @@ class Ovs:
 
     def start(self) -> Ovs:
         helper = _fetch_schema(self.remote, self.timeout)
-        for table in TABLES:
-            helper.register_table(table)
-        helper.register_columns("Interface", list(INTERFACE_COLUMNS))
+        for table, columns in COLUMNS.items():
+            if columns is None:
+                helper.register_table(table)
+            else:
+                helper.register_columns(table, list(columns))
         self._idl = _NotifyingIdl(self.remote, helper)
         conn = ovsdbapp_connection.Connection(self._idl, timeout=self.timeout)
         # A subclass per connection: ovsdbapp keeps the connection in a class attribute.
