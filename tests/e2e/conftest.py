@@ -104,7 +104,11 @@ such a window says why."""
 LIVE: list[Sandbox] = []
 """The sandboxes up right now (whose vswitchd logs a test's run is checked against)."""
 RERUNS: list[str] = []
-MAX_RERUNS = 5
+MAX_RERUNS = 10  # a whole run logs ~15 crashes; most hit no test
+RECOVERY = 15.0
+"""Seconds after a crash in which the next tests may still lose packets: vswitchd is back in
+~2 s, but ovn-controller reinstalls every flow and conntrack starts empty."""
+_last_crash_seen = [float("-inf")]  # time.monotonic() when a test's run showed a new crash
 
 
 def _crashes(sandbox: Sandbox) -> list[str]:
@@ -170,16 +174,23 @@ def _forget_failed_fixtures(item: pytest.Item) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     """Run an e2e test once more when it failed while a sandbox's ovs-vswitchd aborted
     (OVS 3.1.0's conntrack assertion, an upstream bug; `--monitor` restarts it in ~2 s, a
-    window in which packets are lost). Only then, once per test, at most MAX_RERUNS times a
-    session, and every rerun is listed in the summary with the crash and the first failure.
+    window in which packets are lost), or within RECOVERY seconds after one. Only then, once
+    per test, at most MAX_RERUNS times a session, and every rerun is listed in the summary
+    with the crash and the first failure.
     """
     if item.get_closest_marker("e2e") is None:
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     keep = item.parent  # tear down only the test's own fixtures between attempts
     before = _live_crashes()
+    started = time.monotonic()
+    recovering = started - _last_crash_seen[0] < RECOVERY  # a crash just before this test
     reports = runtestprotocol(item, log=False, nextitem=keep)  # type: ignore[arg-type]
     crashed = sorted(_live_crashes() - before)
+    if crashed:
+        _last_crash_seen[0] = time.monotonic()
+    elif recovering:
+        crashed = ["(during the recovery from the crash logged by the test before)"]
     if crashed and any(r.failed for r in reports) and len(RERUNS) < MAX_RERUNS:
         failure = next(r for r in reports if r.failed)
         RERUNS.append(f"{item.nodeid}: {crashed[0]}\n    first attempt: "
