@@ -1,11 +1,14 @@
-"""`kovn-cni`: the CNI plugin binary, a thin shim in front of the `kovn node` agent.
+"""`kovn-cni-py`: the CNI plugin in Python, a thin shim in front of the `kovn node` agent.
 
-A container runtime runs it with CNI_* in the environment and the network config on stdin,
-once per pod for ADD and once for DEL, so its start-up is on every pod's path to Ready. It
-therefore does almost nothing itself: it forwards the raw CNI_* environment and stdin to the
-agent over its unix socket (config field "socket", $KOVN_CNI_SOCKET, default
-/var/run/kovn/cni.sock), where node.cni_protocol validates and answers, and prints the
-agent's result or CNI error on stdout (errors exit 1).
+`kovn-cni` itself is node/cni_shim.c compiled, which does the common case and hands this
+everything else (VERSION, configs it does not read, an agent it cannot reach), with the same
+environment and stdin; without a C compiler this is `kovn-cni` (node/cni_shim.py installs
+either). A container runtime runs the plugin with CNI_* in the environment and the network
+config on stdin, once per pod for ADD and once for DEL, so its start-up is on every pod's
+path to Ready. It therefore does almost nothing itself: it forwards the raw CNI_*
+environment and stdin to the agent over its unix socket (config field "socket",
+$KOVN_CNI_SOCKET, default /var/run/kovn/cni.sock), where node.cni_protocol validates and
+answers, and prints the agent's result or CNI error on stdout (errors exit 1).
 
 Why it imports only C modules (`posix`, `_socket`, `_json`, all built into CPython): `json`,
 `socket` and `os` would pull in `re`, `enum`, `selectors` and friends, ~20 ms of CPU per exec
