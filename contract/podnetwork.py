@@ -94,9 +94,11 @@ class PodNetwork(_Interface):
     routes: tuple[Route, ...] = field(default=())
 
     def encode(self) -> str:
-        data = asdict(self)
-        data["routes"] = [r.to_json() for r in self.routes]
-        return _dump(data)
+        # Field by field, not dataclasses.asdict: the controller encodes every pod it syncs
+        # to compare with the annotation, and asdict's recursive copy was most of that.
+        return _dump({"ip": self.ip, "mac": self.mac, "gateway": self.gateway,
+                      "subnet": self.subnet, "logical_switch_port": self.logical_switch_port,
+                      "mtu": self.mtu, "routes": [r.to_json() for r in self.routes]})
 
     @classmethod
     def decode(cls, text: str) -> PodNetwork:
