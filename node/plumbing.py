@@ -203,33 +203,33 @@ def _delete_link(host: NetnsHandle, ifname: str) -> bool:
         raise PlumbingError(f"cannot delete {ifname}: {exc}") from exc
 
 
-def if_index(handle: NetnsHandle, ifname: str) -> int | None:
-    """The index of link `ifname` in the handle's netns (SIOCGIFINDEX: no netlink dump)."""
-    ifreq = struct.pack("16si", ifname.encode(), 0).ljust(40, b"\0")
+def _ifreq(handle: NetnsHandle, request: int, ifname: str, family: int = 0) -> bytes | None:
+    """One SIOCGIF* ioctl on `ifname` in the handle's netns (no netlink dump of every
+    link); the answered struct ifreq, or None if there is no such link or address."""
+    ifreq = struct.pack("16sH", ifname.encode(), family).ljust(40, b"\0")
     try:
-        answer = fcntl.ioctl(handle.ioctl_sock.fileno(), SIOCGIFINDEX, ifreq)
+        return fcntl.ioctl(handle.ioctl_sock.fileno(), request, ifreq)
     except OSError as exc:
-        if exc.errno == errno.ENODEV:
+        if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
             return None
         raise
-    return int(struct.unpack_from("i", answer, 16)[0])
+
+
+def if_index(handle: NetnsHandle, ifname: str) -> int | None:
+    """The index of link `ifname` in the handle's netns."""
+    answer = _ifreq(handle, SIOCGIFINDEX, ifname)
+    return None if answer is None else int(struct.unpack_from("i", answer, 16)[0])
 
 
 def primary_ipv4(handle: NetnsHandle, ifname: str) -> str | None:
-    """The primary IPv4 address of `ifname` with its prefix ("100.64.0.2/16"), by ioctl
-    (no netlink dump of every link); None if the link or the address is missing."""
-    addresses = []
-    for request in (SIOCGIFADDR, SIOCGIFNETMASK):
-        ifreq = struct.pack("16sH", ifname.encode(), socket.AF_INET).ljust(40, b"\0")
-        try:
-            answer = fcntl.ioctl(handle.ioctl_sock.fileno(), request, ifreq)
-        except OSError as exc:
-            if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):
-                return None
-            raise
-        addresses.append(socket.inet_ntoa(answer[20:24]))
-    address, netmask = addresses
-    return str(ipaddress.ip_interface(f"{address}/{netmask}"))
+    """The primary IPv4 address of `ifname` with its prefix ("100.64.0.2/16"); None if the
+    link or the address is missing."""
+    address = _ifreq(handle, SIOCGIFADDR, ifname, socket.AF_INET)
+    netmask = _ifreq(handle, SIOCGIFNETMASK, ifname, socket.AF_INET)
+    if address is None or netmask is None:
+        return None
+    return str(ipaddress.ip_interface(f"{socket.inet_ntoa(address[20:24])}/"
+                                      f"{socket.inet_ntoa(netmask[20:24])}"))
 
 
 def link_exists(ifname: str) -> bool:

@@ -79,9 +79,9 @@ def veth_request(name: str, mac: str, mtu: int, peer_name: str, peer_mac: str,
 
 
 def route_request(destination: str, gateway: str, oif: int) -> bytes:
-    """The body of RTM_NEWROUTE for `destination` ("default" or a CIDR) via `gateway`."""
-    net = ipaddress.ip_network("0.0.0.0/0" if destination == "default" else destination,
-                               strict=False)
+    """The body of RTM_NEWROUTE for `destination` (a CIDR, "0.0.0.0/0" the default) via
+    `gateway`."""
+    net = ipaddress.ip_network(destination, strict=False)
     via = ipaddress.ip_address(gateway)
     if via.version != net.version:
         raise ValueError(f"route {destination} via {gateway}: mixed address families")
