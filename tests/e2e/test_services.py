@@ -86,7 +86,10 @@ def test_client_ip_affinity_sticks_to_one_backend(cluster_sandbox: Sandbox, clus
     eventually(lambda: len(nb_backends(cluster_sandbox, f"Service_{NS}/sticky_TCP")) == 3,
                what="3 backends in NB")
     first = eventually(lambda: probe(client, ip, 80, timeout=1), 10, "a first answer")
-    seen = [probe(client, ip, 80, timeout=2) for _ in range(15)]
+    # A connection lost on the userspace datapath (seen in CI: 1 of 15) is no affinity
+    # violation: each probe may try up to 3 times; every answer must come from one backend.
+    seen = [next((a for _ in range(3) if (a := probe(client, ip, 80, timeout=2))), None)
+            for _ in range(15)]
     assert all(seen) and {s.split()[0] for s in seen} == {first.split()[0]}
 
 
