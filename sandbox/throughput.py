@@ -133,8 +133,14 @@ def _send(netns: str | None, ip: str, port: int, udp: bool, stop: threading.Even
     sock = _socket_in(netns, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     sent = 0
     try:
+        # A SYN lost on the userspace datapath (its first packet is an upcall) is sent again
+        # after 1 s: the connect gets as long as the receiver waits, not the writes' 0.5 s.
+        sock.settimeout(FIRST_BYTE_TIMEOUT)
+        try:
+            sock.connect((ip, port))
+        except TimeoutError:  # nothing got through: the run measures 0
+            return 0
         sock.settimeout(0.5)  # so a blocked write still notices `stop`
-        sock.connect((ip, port))
         payload = b"\x00" * (size if udp else TCP_CHUNK)
         interval = size * 8 / (rate_mbps * 1e6) if udp and rate_mbps else 0.0
         next_at = time.monotonic()
