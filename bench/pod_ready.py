@@ -5,7 +5,11 @@ N pods (default 100, one TCP port each) are created at once with 16 client threa
 its Ready condition turns True (the API's timestamps have whole seconds only). Creation ->
 Ready runs from just before the pod's POST; CNI ADD is what the sandbox kubelets measured
 around each plugin exec (their `cni-add.jsonl`). Prints p50/p90/p99 of both, the CNI failures
-(only "try again later" ones, retried by the kubelet, are expected), and the CPU each pod
+(only "try again later" ones, retried by the kubelet, are expected), the steps in between
+(POST answered, annotated by the controller, bound by the scheduler, podIP), the mean of each
+phase of an ADD (the agents' metrics: waiting for the annotation, veth, OVS port,
+ovn-installed), how long the API server took for each request every pod needs (under a burst
+they queue for its CPU), and the CPU each pod
 cost: per daemon (read from /proc/<pid>/stat), and per component: kovn's own (the kovn-cni
 execs, measured by the kubelets with wait4; the node agents; the controller), OVN/OVS,
 the Kubernetes control plane and the sandbox harness (kubelets, relays). Goal: kovn's own
@@ -29,14 +33,19 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from contract.podnetwork import POD_NETWORK
 from kube.client import KubeClient
 from kube.listwatch import CallbackListener, ListWatch
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig
+from sandbox.metrics import endpoints
 from sandbox.netns import netns_list
 from sandbox.podstatus import pod_netns
 
@@ -82,6 +91,7 @@ class ReadyWatch:
         self.ready: dict[str, float] = {}
         self.bound: dict[str, float] = {}  # first seen with a nodeName
         self.running: dict[str, float] = {}  # first seen with a podIP (the kubelet's report)
+        self.annotated: dict[str, float] = {}  # first seen with the controller's annotation
         self.nodes: dict[str, str] = {}
         self.lock = threading.Lock()
         self.watch = ListWatch(api, f"/api/v1/namespaces/{NAMESPACE}/pods",
@@ -104,6 +114,8 @@ class ReadyWatch:
             if obj["spec"].get("nodeName"):
                 self.nodes[name] = obj["spec"]["nodeName"]
                 self.bound.setdefault(name, time.monotonic())
+            if POD_NETWORK in (obj["metadata"].get("annotations") or {}):
+                self.annotated.setdefault(name, time.monotonic())
             if obj.get("status", {}).get("podIP"):
                 self.running.setdefault(name, time.monotonic())
             if conds.get("Ready") == "True" and name not in self.ready:
@@ -199,6 +211,71 @@ def add_attempts(sandbox: Sandbox) -> tuple[list[float], list[str], list[float]]
     return ok, errors, cpu
 
 
+PhaseTotals = dict[str, tuple[float, float]]
+"""ADD phase -> (seconds summed, ADDs counted), over every agent."""
+
+
+def add_phase_totals(sandbox: Sandbox) -> PhaseTotals:
+    """The agents' kovn_cni_add_phase_duration_seconds histograms, summed over the nodes."""
+    totals: dict[str, list[float]] = {}
+    for name, url in endpoints(sandbox.config).items():
+        if not name.endswith("/agent"):
+            continue
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name != "kovn_cni_add_phase_duration_seconds":
+                continue
+            for sample in family.samples:
+                kind = sample.name.removeprefix(family.name)
+                if kind in ("_sum", "_count"):
+                    pair = totals.setdefault(sample.labels["phase"], [0.0, 0.0])
+                    pair[kind == "_count"] += sample.value
+    return {phase: (total, count) for phase, (total, count) in totals.items()}
+
+
+def phase_report(before: PhaseTotals, after: PhaseTotals) -> str:
+    """Mean seconds per successful ADD in each phase, for this run."""
+    parts = []
+    for phase, (total, count) in after.items():
+        old_total, old_count = before.get(phase, (0.0, 0.0))
+        if count > old_count:
+            parts.append(f"{phase} {(total - old_total) / (count - old_count):.3f}s")
+    return "  mean per ADD: " + ", ".join(parts) if parts else "  (no agent phase metrics)"
+
+
+ApiTotals = dict[tuple[str, str], tuple[float, float]]
+"""(verb, resource[/subresource]) -> (seconds summed, requests), from the API server."""
+
+
+def api_totals(api: KubeClient) -> ApiTotals:
+    """The API server's apiserver_request_duration_seconds, summed over its other labels."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for family in text_string_to_metric_families(api.get("/metrics")):
+        if family.name != "apiserver_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            kind = sample.name.removeprefix(family.name)
+            if kind in ("_sum", "_count") and sample.labels["verb"] != "WATCH":
+                what = "/".join(filter(None, (sample.labels["resource"],
+                                              sample.labels.get("subresource"))))
+                pair = totals.setdefault((sample.labels["verb"], what), [0.0, 0.0])
+                pair[kind == "_count"] += sample.value
+    return {key: (total, count) for key, (total, count) in totals.items()}
+
+
+def api_report(before: ApiTotals, after: ApiTotals, count: int) -> str:
+    """The requests this run made at least once per pod, by how long the API server took:
+    under a burst they queue for its CPU, and each pod waits for several in turn."""
+    runs = {key: (total - before.get(key, (0.0, 0.0))[0], n - before.get(key, (0.0, 0.0))[1])
+            for key, (total, n) in after.items()}
+    lines = [f"    {verb} {what}: {n:.0f}, mean {total / n * 1000:.0f} ms"
+             for (verb, what), (total, n) in sorted(runs.items(), key=lambda kv: -kv[1][0])
+             if n >= count]
+    return "API server requests (at least one per pod), mean time in the server:\n" + \
+        "\n".join(lines)
+
+
 def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
     api = KubeClient(sandbox.kubeconfig, timeout=30)
     api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
@@ -224,6 +301,8 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
         netns.add(pod_netns(sandbox.config.prefix, NAMESPACE, name, made["metadata"]["uid"]))
 
     cpu_before = cpu_snapshot(sandbox)
+    phases_before = add_phase_totals(sandbox)
+    api_before = api_totals(api)
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, range(count)))
@@ -245,18 +324,20 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
     print(f"{count} pods created in {posting:.2f}s ({how}), all Ready after {total:.2f}s; "
           f"spread: {spread}")
     print(f"creation -> Ready : {percentiles(latencies)}")
-    for what, seen in (("POST answered", posted), ("bound", watch.bound),
-                       ("podIP", watch.running)):
+    for what, seen in (("POST answered", posted), ("annotated", watch.annotated),
+                       ("bound", watch.bound), ("podIP", watch.running)):
         steps = [seen[n] - created[n] for n in created if n in seen]
         print(f"  creation -> {what:13s}: {percentiles(steps)}")
     after_bound = [watch.ready[n] - watch.bound[n] for n in created
                    if n in watch.ready and n in watch.bound]
     print(f"  bound -> Ready             : {percentiles(after_bound)}")
     print(f"CNI ADD           : {percentiles(adds)}")
+    print(phase_report(phases_before, add_phase_totals(sandbox)))
     retried = [e for e in errors if e.startswith("code 11:")]
     print(f"CNI ADD failures  : {len(errors)} ({len(retried)} 'try again later', retried)")
     for error in sorted(set(errors) - set(retried))[:5]:
         print(f"  other failure: {error[:200]}")
+    print(api_report(api_before, api_totals(api), count))
     print(cpu_report(cpu_before, cpu_after, total, count, plugin_cpu))
     t1 = time.monotonic()
     watch.watch.stop()
