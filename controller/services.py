@@ -45,6 +45,13 @@ MAX_AFFINITY_TIMEOUT = 65535
 DEFAULT_AFFINITY_TIMEOUT = 10800
 """Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds."""
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+CLIENT_HASH = ("ip_dst", "ip_src")
+"""ClientIP affinity by hashing the client's address: every connection of a client picks
+the same backend while the backends stay the same, with no timeout. Used above OVN's cap on
+the timeout, and on template load balancers (node ports, the Local policies): for a
+template VIP ovn-northd 23.03 writes the affinity flows for IPv6 (`xxreg0 = ip6.dst`,
+`ip6.dst == 10.16.0.2`) even with `address-family=ipv4`, so they never match (measured:
+NodePort connections from the outside spread over every backend)."""
 FIVE_TUPLE = ("ip_dst", "ip_src", "tp_dst", "tp_src")
 """selection_fields of every load balancer: the backend is picked by a hash the datapath
 computes while translating (an OpenFlow select group with selection_method=hash) instead of
@@ -161,7 +168,7 @@ def _affinity(spec: Mapping[str, Any], notes: list[str]) -> tuple[dict[str, str]
     notes.append(f"sessionAffinity timeout {timeout}s is above OVN's cap of "
                  f"{MAX_AFFINITY_TIMEOUT}s: clients stick to a backend by hashing their "
                  "address (selection_fields ip_src, ip_dst) instead, with no timeout")
-    return {}, ("ip_dst", "ip_src")
+    return {}, CLIENT_HASH
 
 
 def external_ips(service: Mapping[str, Any]) -> list[str]:
@@ -305,14 +312,17 @@ def load_balancers(service: Mapping[str, Any], slices: Iterable[Mapping[str, Any
                 else:
                     per_node[vip] = every
         options = {"hairpin_snat_ip": HAIRPIN_SNAT_IP, **affinity}
-        for lb_name, vips, extra in (
-                (names.load_balancer(namespace, name, protocol), cluster, {}),
-                (names.node_port_load_balancer(namespace, name, protocol), per_node, TEMPLATE),
+        plain = (options, selection)
+        templated = ({"hairpin_snat_ip": HAIRPIN_SNAT_IP}, CLIENT_HASH) if affinity else plain
+        for lb_name, vips, extra, (base, fields) in (
+                (names.load_balancer(namespace, name, protocol), cluster, {}, plain),
+                (names.node_port_load_balancer(namespace, name, protocol), per_node, TEMPLATE,
+                 templated),
                 (names.local_load_balancer(namespace, name, protocol), local,
-                 {**TEMPLATE, "skip_snat": "true"})):
+                 {**TEMPLATE, "skip_snat": "true"}, templated)):
             if vips:
-                rows.append(_lb(owner, lb_name, protocol, vips, {**options, **extra},
-                                selection, group))
+                rows.append(_lb(owner, lb_name, protocol, vips, {**base, **extra}, fields,
+                                group))
         for node, vips in on_node.items():
             if vips:
                 rows.append(_lb(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from controller.services import (
     FIVE_TUPLE,
     external_ips,
@@ -135,10 +137,18 @@ def test_node_ports_without_endpoints_reject() -> None:
     assert lbs["Service_demo/web_TCP_node"].options["reject"] == "true"
 
 
-def test_affinity_applies_to_node_ports_too() -> None:
-    svc = service(type="NodePort", sessionAffinity="ClientIP")
+@pytest.mark.parametrize("policy", ["Cluster", "Local"])
+def test_affinity_on_node_ports_hashes_the_client_address(policy: str) -> None:
+    """OVN 23.03's affinity flows for template VIPs are IPv6 ones: they never match."""
+    svc = service(type="NodePort", sessionAffinity="ClientIP", externalTrafficPolicy=policy)
     lbs = by_name(load_balancers(svc, TWO).rows)
-    assert options(lbs["Service_demo/web_TCP_node"]) == {**TEMPLATE, "affinity_timeout": "10800"}
+    template = lbs["Service_demo/web_TCP_node" if policy == "Cluster" else
+                   "Service_demo/web_TCP_local"]
+    assert "affinity_timeout" not in template.options
+    assert template.selection_fields == ("ip_dst", "ip_src")
+    cluster = lbs["Service_demo/web_TCP"]
+    assert cluster.options["affinity_timeout"] == "10800"
+    assert cluster.selection_fields == FIVE_TUPLE
 
 
 def test_show_expands_templates_as_a_chassis_does() -> None:
