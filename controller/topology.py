@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
+from contract.podnetwork import POD_NETWORK, NodeNetwork, PodNetwork, mac_from_ip
 from controller import aclorder, gateway
 from controller.config import ClusterConfig
 from controller.services import HAIRPIN_SNAT_IP
@@ -124,9 +124,16 @@ def node_rows(node: str, network: NodeNetwork) -> list[NbRow]:
                               options={"requested-chassis": node})]
 
 
-def pod_rows(pod_key: str, network: PodNetwork, node: str, uid: str) -> list[NbRow]:
+def pod_rows(pod_key: str, network: PodNetwork, node: str, uid: str,
+             encoded: str | None = None) -> list[NbRow]:
     """The pod's port: addresses and port security pin its MAC and IP; requested-chassis and
-    iface-id-ver make only this incarnation of the pod, on its node, able to claim it."""
+    iface-id-ver make only this incarnation of the pod, on its node, able to claim it.
+
+    Its external_ids carry the pod's uid and its network as the annotation says it
+    (`encoded`, else encoded here): ovn-northd copies them to the southbound Port_Binding,
+    where the node agent finds them as soon as NB has the port, without waiting for the
+    annotation to go through the API server (node/southbound.py); and a restarted
+    controller re-takes an address NB holds whose annotation never got out."""
     address = f"{network.mac} {network.address}"
     options = {"iface-id-ver": uid}
     if node:
@@ -134,7 +141,8 @@ def pod_rows(pod_key: str, network: PodNetwork, node: str, uid: str) -> list[NbR
     return [LogicalSwitchPort(owner=pod_owner(pod_key), name=network.logical_switch_port,
                               switch=names.subnet_switch(network.subnet), addresses=(address,),
                               port_security=(address,), options=options,
-                              extra_ids={names.POD_UID_KEY: uid})]
+                              extra_ids={names.POD_UID_KEY: uid,
+                                         POD_NETWORK: encoded or network.encode()})]
 
 
 def node_network(node: str, ip: str, config: ClusterConfig,

@@ -11,13 +11,14 @@ one entry here, one translator module in controller/ and one module in operators
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from contract.gateway import EXTERNAL_IP
 from contract.podnetwork import LOGICAL_SWITCH
 from northbound import names
+from northbound.rows import NbRow, Owner
 from operators import endpoints, nodes, pods, policies, qos, services, subnets
 from operators.cache import CacheKind, Dirty, Fanout, IndexSpec, Obj
 from operators.selection import (
@@ -30,6 +31,7 @@ from operators.selection import (
 )
 from operators.state import Batch, State
 
+Observe = Callable[[Collection[Owner]], list[NbRow]]
 KOPF, LISTWATCH, DERIVED = "kopf", "listwatch", "derived"
 """How a kind is fed: kopf's watch, the generic list+watch, or not from the API at all (the
 worker stores derived objects, e.g. the peer sets NetworkPolicies share)."""
@@ -69,6 +71,9 @@ class Kind:
     restore: Callable[[State, str, Obj], None] | None = None
     """At start, before the first full flush: re-take what an object's annotations record
     (addresses), so nothing is handed out twice."""
+    restore_from_nb: Callable[[State, Observe], None] | None = None
+    """At start, after every `restore`: re-take what only NB records (given a function that
+    reads the rows of some owners)."""
 
     @property
     def group_version(self) -> tuple[str, str]:
@@ -152,7 +157,8 @@ KINDS: tuple[Kind, ...] = (
          follows={qos.QOS_POLICIES: qos.pods_follow_qos_policies,
                   "subnets": qos.pods_follow_subnets},
          indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys), IndexSpec(LABEL_INDEX, label_keys)),
-         sync_one=policies.sync_pod, after=policies.after_pods, restore=pods.restore),
+         sync_one=policies.sync_pod, after=policies.after_pods, restore=pods.restore,
+         restore_from_nb=pods.restore_from_nb),
     Kind(qos.QOS_POLICIES, "QoSPolicy", "kovn.io/v1", "/apis/kovn.io/v1/qospolicies",
          spec=None, status=None, owner_type=names.OwnerType.QOS_POLICY,
          indexes=(IndexSpec(NAMESPACE_INDEX, namespace_keys),),

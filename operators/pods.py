@@ -2,20 +2,24 @@
 `kovn.io/pod-network` annotation that tells the node agent how to plumb them.
 
 Order matters for a crash at any point: the port is written to NB first, the annotation is
-published after the NB commit. An address whose annotation never got out is simply handed
-out again after a restart (nobody used it); an annotated address is restored from the
-annotation, so it is never handed to a second pod.
+published after the NB commit. A restarted controller re-takes every address an annotation
+records and, for a pod whose annotation never got out, the address its port in NB records
+(the node agent may already use it: it reads the network from the southbound Port_Binding
+too), so no address is ever handed to a second pod, nor a pod readdressed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable, Collection
 from typing import Any
 
 from contract.podnetwork import POD_NETWORK, STATIC_IP, STATIC_MAC, PodNetwork
 from controller import topology
 from controller.ipam import IPAMError
+from northbound import names
+from northbound.rows import LogicalSwitchPort, NbRow, Owner
 from operators.cache import Dirty
 from operators.kubeapi import KubeError, pod_path
 from operators.state import Batch, State
@@ -56,6 +60,35 @@ def restore(state: State, key: str, obj: dict[str, Any]) -> None:
         pool.restore(key, network.address)
     except IPAMError as exc:
         state.report(key, obj, "IPConflict", f"cannot keep {network.address}: {exc}")
+
+
+def restore_from_nb(state: State,
+                    observe: Callable[[Collection[Owner]], list[NbRow]]) -> None:
+    """At start, after `restore`: re-take the address NB holds for a live pod that has no
+    annotation (the controller stopped between the NB commit and the PATCH), if the port is
+    this very pod's (same uid). Its sync then finds the address held and publishes it."""
+    unrecorded = {key: obj for key, obj in state.cache.snapshot("pods").items()
+                  if wants_port(obj) and recorded(obj) is None}
+    if not unrecorded:
+        return
+    for row in observe([topology.pod_owner(key) for key in unrecorded]):
+        obj = unrecorded.get(row.owner.name)
+        text = row.extra_ids.get(POD_NETWORK)
+        if not isinstance(row, LogicalSwitchPort) or obj is None or not text or \
+                row.extra_ids.get(names.POD_UID_KEY) != obj["metadata"].get("uid"):
+            continue
+        try:
+            network = PodNetwork.decode(text)
+        except ValueError:
+            continue
+        pool = state.ipam.pools.get(network.subnet)
+        if pool is None:
+            continue
+        try:
+            pool.restore(row.owner.name, network.address)
+        except IPAMError as exc:
+            state.report(row.owner.name, obj, "IPConflict", f"cannot keep {network.address} "
+                         f"(recorded in NB only): {exc}")
 
 
 def _static_ip(value: str) -> str:
@@ -140,9 +173,9 @@ def sync_pod(state: State, batch: Batch, key: str) -> None:
         return
     state.waiting.discard(key)
     state.resolved(key)
-    rows = topology.pod_rows(key, network, node, meta.get("uid", ""))
-    batch.rows[owner] = rows
     encoded = network.encode()
+    rows = topology.pod_rows(key, network, node, meta.get("uid", ""), encoded)
+    batch.rows[owner] = rows
     state.pod_memo[key] = (encoded, meta.get("uid", ""), node, tuple(rows))
     if annotations.get(POD_NETWORK) == encoded:
         return

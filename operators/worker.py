@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from controller import topology
@@ -104,7 +104,8 @@ class Controller:
 
     # --- start -----------------------------------------------------------------------------
     def start(self) -> None:
-        """List everything, rebuild IPAM from annotations, reconcile NB fully, then serve."""
+        """List everything, rebuild IPAM from annotations (and NB), reconcile NB fully, then
+        serve."""
         started = time.monotonic()
         self._ensure_default_subnet()
         for kind in self.kinds:
@@ -122,6 +123,9 @@ class Controller:
             if kind.restore:
                 for key, obj in self.cache.snapshot(kind.name).items():
                     kind.restore(self.state, key, obj)
+        for kind in self.kinds:
+            if kind.restore_from_nb:
+                kind.restore_from_nb(self.state, self._observe)
         self.cache.take_dirty(0)  # the full flush covers everything listed so far
         self._full_flush()
         counts = {kind.name: len(self.cache.snapshot(kind.name)) for kind in self.kinds}
@@ -131,6 +135,9 @@ class Controller:
         self._thread.start()
         for watch in self.watches:
             watch.start(list_first=False)
+
+    def _observe(self, owners: Collection[Owner]) -> list[NbRow]:
+        return [observed.row for observed in self.reconciler.observe(owners)]
 
     def _ensure_default_subnet(self) -> None:
         config = self.state.config

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from contract.podnetwork import NodeNetwork, PodNetwork, mac_from_ip
+from contract.podnetwork import POD_NETWORK, NodeNetwork, PodNetwork, mac_from_ip
 from controller import topology
 from controller.config import ClusterConfig
 from controller.subnets import SubnetSpec, parse_subnet, validate
@@ -231,7 +231,8 @@ def test_pod_rows(key: str, spec: SubnetSpec) -> None:
     assert lsp.type == ""
     assert lsp.owner == Owner(names.OwnerType.POD, key)
     assert lsp.columns()["external_ids"] == {
-        names.OWNER_TYPE_KEY: "Pod", names.OWNER_KEY: key, names.POD_UID_KEY: "uid-123"}
+        names.OWNER_TYPE_KEY: "Pod", names.OWNER_KEY: key, names.POD_UID_KEY: "uid-123",
+        POD_NETWORK: network.encode()}  # what the agent reads from the Port_Binding
 
 
 def test_pod_rows_static_mac() -> None:
