@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         kube_netns=args.kube_netns or None, install_timeout=args.ovn_installed_timeout,
         external=external, external_bridge=args.external_bridge,
         service_cidr=args.service_cidr, metrics_address=args.metrics_address,
-        metrics_netns=args.metrics_netns or None)
+        metrics_netns=args.metrics_netns or None,
+        southbound_networks=not args.annotation_only)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -77,6 +78,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sb-remote", required=True, type=remote_list,
                         help="OVN southbound address for ovn-controller (external_ids:ovn-remote);"
                         " a raft cluster as all its members, comma-separated")
+    parser.add_argument("--annotation-only", action="store_true",
+                        help="ADDs wait for the pod's kovn.io/pod-network annotation alone, "
+                        "without reading the same network from the pod's southbound "
+                        "Port_Binding (which usually has it earlier under a burst)")
     parser.add_argument("--encap-ip", required=True, help="this node's Geneve tunnel address")
     parser.add_argument("--datapath-type", choices=("netdev", "system"), default="system",
                         help="br-int datapath: netdev = userspace (default system)")

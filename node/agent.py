@@ -35,6 +35,7 @@ from node.nodeports import NodePortTable
 from node.ovs import Ovs
 from node.plumbing import NetnsMissing, enter_netns, open_netns
 from node.podwatch import NodePods
+from node.southbound import PortBindings
 from telemetry.server import TelemetryServer
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class AgentConfig:
     """Where /metrics, /healthz and /readyz are served (node/metrics.py), or `off`."""
     metrics_netns: str | None = None
     """The netns to listen in (None: the agent's own)."""
+    southbound_networks: bool = True
+    """ADDs also read the pods' networks from their southbound Port_Bindings
+    (node/southbound.py) instead of waiting for the annotation alone."""
 
     @property
     def tx_off(self) -> bool:
@@ -106,6 +110,7 @@ class Agent:
         self.mgmt: ManagementPort | None = None
         self.node_ports: NodePortTable | None = None
         self.pods: NodePods | None = None
+        self.bindings: PortBindings | None = None
         self._services: ListWatch | None = None
         self._last_mgmt_error = ""
         self.metrics = metrics.NodeMetrics()
@@ -126,11 +131,14 @@ class Agent:
                  config.bridge, config.datapath_type)
         self.kube = connect_kube(config.kubeconfig, config.kube_netns)
         self.pods = NodePods(self.kube, config.node).start()
+        if config.southbound_networks:
+            self.bindings = PortBindings(config.sb_remote, on_change=self.pods.poke).start()
         self.attachments = Attachments(
             AttachSettings(node=config.node, bridge=config.bridge,
                            annotation_timeout=config.annotation_timeout,
                            install_timeout=config.install_timeout, tx_off=config.tx_off),
-            self.ovs, self.kube, self.pods, on_added=self.metrics.pod_added)
+            self.ovs, self.kube, self.pods, on_added=self.metrics.pod_added,
+            bindings=self.bindings)
         self.attachments.reconcile()
         self.mgmt = ManagementPort(self.ovs, config.bridge, tx_off=config.tx_off)
         self.server = CniServer(config.socket, self.dispatch,
@@ -227,6 +235,9 @@ class Agent:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.bindings is not None:
+            self.bindings.close()
+            self.bindings = None
         if self.pods is not None:
             self.pods.stop()
             self.pods = None

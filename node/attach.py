@@ -46,6 +46,8 @@ from node.ovs import (
     OvsError,
 )
 from node.podwatch import NodePods
+from node.southbound import PortBindings
+from northbound import names
 
 LOG = logging.getLogger(__name__)
 API_RECHECK = 2.0  # seconds between reads of a Pod the watch shows unannotated
@@ -125,11 +127,15 @@ def _attachment(iface: Iface) -> Attachment:
 class Attachments:
     def __init__(self, settings: AttachSettings, ovs: Ovs, kube: KubeClient,
                  pods: NodePods | None = None,
-                 on_added: Callable[[AddTimings], None] | None = None) -> None:
+                 on_added: Callable[[AddTimings], None] | None = None,
+                 bindings: PortBindings | None = None) -> None:
         self.settings = settings
         self.ovs = ovs
         self.kube = kube
         self.pods = pods  # this node's Pods, watched; None: ADD polls the API
+        self.bindings = bindings
+        """The pods' networks from the southbound Port_Bindings (poking `pods` when they
+        change); None: ADD waits for the annotation only."""
         self.locks = KeyedLocks()
         self.on_added = on_added
         """Told of every successful ADD (the agent's metrics)."""
@@ -213,6 +219,29 @@ class Attachments:
         this pod (uid) yet (that read also tells a deleted or re-created pod), then every
         API_RECHECK seconds in case the watch lags. Without a watch: polled.
         """
+        if self.bindings is None or self.pods is None or not req.pod_uid:
+            return self._wait_annotation(req)
+        with self.bindings.wanted(names.pod_port(req.pod_namespace, req.pod_name)):
+            return self._wait_annotation(req)
+
+    def _from_southbound(self, req: CniRequest, cached: dict[str, Any] | None
+                         ) -> tuple[dict[str, Any], PodNetwork] | None:
+        """The network the Port_Binding of this very pod (K8S_POD_UID) carries, if any."""
+        if self.bindings is None or not req.pod_uid:
+            return None
+        text = self.bindings.network(names.pod_port(req.pod_namespace, req.pod_name),
+                                     req.pod_uid)
+        if not text:
+            return None
+        try:
+            network = PodNetwork.decode(text)
+        except ValueError:
+            return None  # the annotation will say what is wrong
+        if cached is None or cached["metadata"].get("uid") != req.pod_uid:
+            cached = {"metadata": {"uid": req.pod_uid}}
+        return cached, network
+
+    def _wait_annotation(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
@@ -224,6 +253,8 @@ class Attachments:
         next_read = time.monotonic() + (API_RECHECK if known else 0.0)
         while True:
             if cached is not None and (found := self._network(req, cached, trusted=False)):
+                return found
+            if found := self._from_southbound(req, cached):
                 return found
             if time.monotonic() >= next_read:
                 try:

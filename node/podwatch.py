@@ -26,6 +26,7 @@ class NodePods:
     def __init__(self, kube: KubeClient, node: str) -> None:
         self._pods: dict[str, dict[str, Any]] = {}
         self._changed = threading.Condition()
+        self._pokes = 0
         self._watch = ListWatch(kube, "/api/v1/pods", self, fields=f"spec.nodeName={node}",
                                 timeout=WATCH_SECONDS, name=f"pods of {node}")
 
@@ -52,6 +53,12 @@ class NodePods:
                 self._pods[_key(obj)] = obj
             self._changed.notify_all()
 
+    def poke(self) -> None:
+        """Wake every `wait`: something else an ADD waits on changed (node.southbound)."""
+        with self._changed:
+            self._pokes += 1
+            self._changed.notify_all()
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._changed:
             return self._pods.get(f"{namespace}/{name}")
@@ -59,11 +66,12 @@ class NodePods:
     def wait(self, namespace: str, name: str, seen: dict[str, Any] | None,
              timeout: float) -> dict[str, Any] | None:
         """The Pod once it is no longer `seen` (another object, e.g. newly annotated), or
-        what is cached after `timeout`."""
+        what is cached after `timeout` or a `poke`."""
         key = f"{namespace}/{name}"
         deadline = time.monotonic() + timeout
         with self._changed:
-            while (current := self._pods.get(key)) is seen:
+            pokes = self._pokes
+            while (current := self._pods.get(key)) is seen and self._pokes == pokes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -85,3 +85,34 @@ def test_sigkill_mid_burst_converges(kube_sandbox: Sandbox, tmp_path: Path) -> N
         assert max(addresses.values()) == 1, "an address is held by two live pods"
     finally:
         controller.stop()
+
+
+def test_an_address_whose_annotation_never_got_out_is_kept(kube_sandbox: Sandbox,
+                                                          tmp_path: Path) -> None:
+    """Stopped between the NB commit and the PATCH: the node agent may already use the
+    address (it reads the Port_Binding), so a restarted controller keeps it, from NB."""
+    cluster = Cluster(kube_sandbox.kubeconfig)
+    ns = "t-unpublished"
+    cluster.namespace(ns)
+    controller = ControllerProcess(kube_sandbox.nb_remote, kube_sandbox.kubeconfig,
+                                   tmp_path / "controller.log")
+    controller.start()
+    try:
+        controller.wait_ready()
+        for name in ("a", "b", "c"):
+            cluster.create_pod(pod_manifest(ns, name))
+        networks = {n: eventually(lambda n=n: cluster.network(ns, n), 30, f"{n} annotated")
+                    for n in ("a", "b", "c")}
+        cluster.delete_pod(ns, "a")  # frees the lowest address: the next one handed out
+        eventually(lambda: names.pod_port(ns, "a") not in nb_ports(kube_sandbox.nb_remote),
+                   30, "a's port gone")
+        controller.kill()
+        cluster.api.merge_patch(f"/api/v1/namespaces/{ns}/pods/c",
+                                {"metadata": {"annotations": {POD_NETWORK: None}}})
+        controller.start()
+        controller.wait_ready()
+        again = eventually(lambda: cluster.network(ns, "c"), 30, "c annotated again")
+        assert again == networks["c"]  # not a's freed address
+        assert eventually(lambda: cluster.network(ns, "b"), 5, "b") == networks["b"]
+    finally:
+        controller.stop()
