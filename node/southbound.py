@@ -95,14 +95,22 @@ class PortBindings:
             os.write(self._wake_w, b"x")
 
     def _run(self) -> None:
+        if any(r.strip().startswith("ssl:") for r in self.remote.split(",")):
+            LOG.info("southbound %s is SSL, for which the agent has no keys: ADDs wait for "
+                     "the annotation", self.remote)
+            return
+        last_error = ""
         while not self._stop.is_set():
             try:
                 idl = self._connect()
             except Exception as exc:  # any failure: ADDs use the annotation only; retry
-                LOG.warning("southbound %s unavailable (%s): ADDs wait for the annotation; "
-                            "retrying in %.0fs", self.remote, exc, RETRY)
+                if str(exc) != last_error:  # once per new reason, not every RETRY seconds
+                    LOG.warning("southbound %s unavailable (%s): ADDs wait for the "
+                                "annotation; retrying every %.0fs", self.remote, exc, RETRY)
+                    last_error = str(exc)
                 self._stop.wait(RETRY)
                 continue
+            last_error = ""
             try:
                 self._serve(idl)
             finally:
