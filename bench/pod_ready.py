@@ -212,11 +212,13 @@ def add_attempts(sandbox: Sandbox) -> tuple[list[float], list[str], list[float]]
 
 
 PhaseTotals = dict[str, tuple[float, float]]
-"""ADD phase -> (seconds summed, ADDs counted), over every agent."""
+"""ADD phase -> (seconds summed, ADDs counted), over every agent; and `from <source>` ->
+(ADDs that found the network there first, 0)."""
 
 
 def add_phase_totals(sandbox: Sandbox) -> PhaseTotals:
-    """The agents' kovn_cni_add_phase_duration_seconds histograms, summed over the nodes."""
+    """The agents' kovn_cni_add_phase_duration_seconds histograms and where ADDs found the
+    network (kovn_cni_add_network_source_total), summed over the nodes."""
     totals: dict[str, list[float]] = {}
     for name, url in endpoints(sandbox.config).items():
         if not name.endswith("/agent"):
@@ -224,6 +226,11 @@ def add_phase_totals(sandbox: Sandbox) -> PhaseTotals:
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
             text = answer.read().decode()
         for family in text_string_to_metric_families(text):
+            if family.name == "kovn_cni_add_network_source":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        pair = totals.setdefault(f"from {sample.labels['source']}", [0.0, 0.0])
+                        pair[0] += sample.value
             if family.name != "kovn_cni_add_phase_duration_seconds":
                 continue
             for sample in family.samples:
@@ -236,12 +243,15 @@ def add_phase_totals(sandbox: Sandbox) -> PhaseTotals:
 
 def phase_report(before: PhaseTotals, after: PhaseTotals) -> str:
     """Mean seconds per successful ADD in each phase, for this run."""
-    parts = []
+    parts, sources = [], []
     for phase, (total, count) in after.items():
         old_total, old_count = before.get(phase, (0.0, 0.0))
-        if count > old_count:
+        if phase.startswith("from "):
+            sources.append(f"{phase.removeprefix('from ')} {total - old_total:.0f}")
+        elif count > old_count:
             parts.append(f"{phase} {(total - old_total) / (count - old_count):.3f}s")
-    return "  mean per ADD: " + ", ".join(parts) if parts else "  (no agent phase metrics)"
+    report = "  mean per ADD: " + ", ".join(parts) if parts else "  (no agent phase metrics)"
+    return report + (f"; the network came first from: {', '.join(sources)}" if sources else "")
 
 
 ApiTotals = dict[tuple[str, str], tuple[float, float]]

@@ -51,6 +51,8 @@ from northbound import names
 
 LOG = logging.getLogger(__name__)
 API_RECHECK = 2.0  # seconds between reads of a Pod the watch shows unannotated
+SOUTHBOUND = "kovn.io/southbound"
+"""The `kind` of the stand-in for the Pod when its network came from the Port_Binding."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class AddTimings:
     since_creation: float | None
     """From the pod's creationTimestamp (the API server's clock, whole seconds) to
     ovn-installed: what a user waits for, scheduling and the runtime included."""
+    network_from: str = "annotation"
+    """Where the ADD found the pod's network first: `annotation` or `southbound` (the
+    Port_Binding, node/southbound.py)."""
 
 
 def seconds_since(timestamp: str | None) -> float | None:
@@ -150,6 +155,7 @@ class Attachments:
         t0 = time.monotonic()
         pod, network = self._wait_network(req)
         t_annotation = time.monotonic()
+        network_from = "southbound" if pod.get("kind") == SOUTHBOUND else "annotation"
         uid = pod["metadata"]["uid"]
         host_if = plumbing.host_veth_name(req.container_id, req.ifname)
         routes = default_routes(network.gateway, [(r.dest, r.next_hop) for r in network.routes])
@@ -205,7 +211,8 @@ class Attachments:
             self.on_added(AddTimings(
                 annotation=t_annotation - t0, veth=t_plumb - t_annotation, ovs=t_ovs - t_plumb,
                 ovn_installed=done - t_ovs, total=done - t0,
-                since_creation=seconds_since(pod["metadata"].get("creationTimestamp"))))
+                since_creation=seconds_since(pod["metadata"].get("creationTimestamp")),
+                network_from=network_from))
         return add_result(req.cni_version, AddOutcome(
             host_ifname=host_if, host_mac=host_mac, ifname=req.ifname, mac=network.mac,
             sandbox=req.netns, ip=network.ip, gateway=network.gateway, mtu=network.mtu,
@@ -237,9 +244,9 @@ class Attachments:
             network = PodNetwork.decode(text)
         except ValueError:
             return None  # the annotation will say what is wrong
-        if cached is None or cached["metadata"].get("uid") != req.pod_uid:
-            cached = {"metadata": {"uid": req.pod_uid}}
-        return cached, network
+        meta = cached["metadata"] if cached is not None and \
+            cached["metadata"].get("uid") == req.pod_uid else {"uid": req.pod_uid}
+        return {"kind": SOUTHBOUND, "metadata": meta}, network
 
     def _wait_annotation(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
         timeout = req.annotation_timeout or self.settings.annotation_timeout

@@ -71,6 +71,10 @@ class NodeMetrics:
             "kovn_pod_network_ready_since_creation_seconds", "From the pod's "
             "creationTimestamp until ovn-controller installed its port (whole-second "
             "resolution: the API server's clock)", buckets=SINCE_CREATION, registry=registry)
+        self.network_from = Counter(
+            "kovn_cni_add_network_source_total", "Successful ADDs by where they found the "
+            "pod's network first: annotation, or southbound (its Port_Binding)", ["source"],
+            registry=registry)
         self._phases = {p: self.add_phase.labels(p) for p in PHASES}
         self.live = _LiveCollector()
         registry.register(self.live)
@@ -87,6 +91,7 @@ class NodeMetrics:
                                          timings.ovn_installed), strict=True):
             self._phases[phase].observe(value)
         self.network_ready.observe(timings.total)
+        self.network_from.labels(timings.network_from).inc()
         if timings.since_creation is not None:
             self.since_creation.observe(timings.since_creation)
 

@@ -236,7 +236,7 @@ def test_node_metrics(served: list[TelemetryServer]) -> None:
         metrics.cni_request(command, code, 0.2)
     metrics.pod_added(AddTimings(annotation=0.5, veth=0.01, ovs=0.02, ovn_installed=0.3,
                                  total=0.9, since_creation=2.0))
-    metrics.pod_added(AddTimings(0.1, 0.01, 0.02, 0.2, 0.4, None))
+    metrics.pod_added(AddTimings(0.1, 0.01, 0.02, 0.2, 0.4, None, network_from="southbound"))
     server = serve(metrics.registry)
     served.append(server)
     got = samples(get(server.address, "/metrics")[1])
@@ -248,6 +248,8 @@ def test_node_metrics(served: list[TelemetryServer]) -> None:
     assert got[("kovn_cni_request_duration_seconds_count", (("command", "ADD"),))] == 3
     assert got[("kovn_pod_network_ready_seconds_count", ())] == 2
     assert got[("kovn_pod_network_ready_since_creation_seconds_count", ())] == 1
+    for source in ("annotation", "southbound"):
+        assert got[("kovn_cni_add_network_source_total", (("source", source),))] == 1
     assert got[("kovn_cni_add_phase_duration_seconds_sum", (("phase", "ovn_installed"),))] \
         == pytest.approx(0.5)
     assert got[("process_open_fds", ())] > 0  # the process's own series come along
