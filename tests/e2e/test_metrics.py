@@ -95,6 +95,8 @@ def test_values_move_with_pods_and_a_service(cluster_sandbox: Sandbox) -> None:
     adds_ok = summed(agents, "kovn_cni_requests_total", command="ADD", result="ok")
     adds_timed = summed(agents, "kovn_cni_request_duration_seconds_count", command="ADD")
     ready_before = summed(agents, "kovn_pod_network_ready_seconds_count")
+    sources_before = sum(summed(agents, "kovn_cni_add_network_source_total", source=s)
+                         for s in ("annotation", "southbound"))
 
     create_deployment(cluster, NS, name, PODS)
     cluster.create_service(NS, name, name, "tcp", PORT)
@@ -105,6 +107,9 @@ def test_values_move_with_pods_and_a_service(cluster_sandbox: Sandbox) -> None:
     assert summed(agents, "kovn_cni_request_duration_seconds_count", command="ADD") \
         - adds_timed >= started
     assert summed(agents, "kovn_pod_network_ready_seconds_count") - ready_before >= PODS
+    # Every successful ADD says where it found the network first.
+    assert sum(summed(agents, "kovn_cni_add_network_source_total", source=s)
+               for s in ("annotation", "southbound")) - sources_before == started
     for node in {p.node for p in pods}:  # the agent of every node that started one of them
         assert total(scrape(metrics.endpoints(cluster_sandbox.config)[f"{node}/agent"]),
                      "kovn_cni_add_phase_duration_seconds_count", phase="ovn_installed") > 0
