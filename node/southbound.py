@@ -113,6 +113,10 @@ class PortBindings:
             last_error = ""
             try:
                 self._serve(idl)
+            except Exception:  # never leave the ADDs without a reader: start over
+                LOG.exception("southbound %s: reading Port_Bindings failed; reconnecting",
+                              self.remote)
+                self._stop.wait(RETRY)
             finally:
                 idl.close()
 
