@@ -219,17 +219,22 @@ class Attachments:
             routes=routes))
 
     def _wait_network(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
-        """The pod and its kovn.io/pod-network, waiting (bounded) for the controller.
+        """The pod and its network, waiting (bounded) for the controller: from the pod's
+        kovn.io/pod-network annotation or its southbound Port_Binding, whichever has it first.
 
         The node's pod watch (node.podwatch) answers and wakes this as soon as the controller
-        writes the annotation; the API is read up front only when the watch does not show
+        writes the annotation, and node.southbound pokes it when the Port_Binding (monitored
+        while this waits) changes; the API is read up front only when the watch does not show
         this pod (uid) yet (that read also tells a deleted or re-created pod), then every
-        API_RECHECK seconds in case the watch lags. Without a watch: polled.
+        API_RECHECK seconds in case the watch lags. Without a watch: polled, annotation only.
+        The Port_Binding is taken only for K8S_POD_UID's pod; then the returned "pod" is a
+        stand-in of kind SOUTHBOUND with the uid (and the watched pod's metadata if it has
+        the same uid).
         """
         if self.bindings is None or self.pods is None or not req.pod_uid:
-            return self._wait_annotation(req)
+            return self._wait_either(req)
         with self.bindings.wanted(names.pod_port(req.pod_namespace, req.pod_name)):
-            return self._wait_annotation(req)
+            return self._wait_either(req)
 
     def _from_southbound(self, req: CniRequest, cached: dict[str, Any] | None
                          ) -> tuple[dict[str, Any], PodNetwork] | None:
@@ -248,7 +253,7 @@ class Attachments:
             cached["metadata"].get("uid") == req.pod_uid else {"uid": req.pod_uid}
         return {"kind": SOUTHBOUND, "metadata": meta}, network
 
-    def _wait_annotation(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
+    def _wait_either(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
