@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -211,74 +212,69 @@ def add_attempts(sandbox: Sandbox) -> tuple[list[float], list[str], list[float]]
     return ok, errors, cpu
 
 
-PhaseTotals = dict[str, tuple[float, float]]
-"""ADD phase -> (seconds summed, ADDs counted), over every agent; and `from <source>` ->
-(ADDs that found the network there first, 0)."""
+Totals = dict[Any, tuple[float, float]]
+"""key -> (sum, count) of a histogram, or (value, 0) of a counter."""
 
 
-def add_phase_totals(sandbox: Sandbox) -> PhaseTotals:
-    """The agents' kovn_cni_add_phase_duration_seconds histograms and where ADDs found the
-    network (kovn_cni_add_network_source_total), summed over the nodes."""
-    totals: dict[str, list[float]] = {}
-    for name, url in endpoints(sandbox.config).items():
-        if not name.endswith("/agent"):
-            continue
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
+def metric_totals(texts: Iterable[str], name: str,
+                  key: Callable[[dict[str, str]], Any]) -> Totals:
+    """Histogram `name`'s _sum and _count (or counter `name`'s _total), summed over the
+    scraped `texts` per key(labels); a key of None leaves the sample out."""
+    totals: dict[Any, list[float]] = {}
+    for text in texts:
         for family in text_string_to_metric_families(text):
-            if family.name == "kovn_cni_add_network_source":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        pair = totals.setdefault(f"from {sample.labels['source']}", [0.0, 0.0])
-                        pair[0] += sample.value
-            if family.name != "kovn_cni_add_phase_duration_seconds":
+            if family.name != name:
                 continue
             for sample in family.samples:
-                kind = sample.name.removeprefix(family.name)
-                if kind in ("_sum", "_count"):
-                    pair = totals.setdefault(sample.labels["phase"], [0.0, 0.0])
-                    pair[kind == "_count"] += sample.value
-    return {phase: (total, count) for phase, (total, count) in totals.items()}
+                part = sample.name.removeprefix(name)
+                if part in ("_sum", "_count", "_total") and \
+                        (which := key(sample.labels)) is not None:
+                    totals.setdefault(which, [0.0, 0.0])[part == "_count"] += sample.value
+    return {which: (total, count) for which, (total, count) in totals.items()}
 
 
-def phase_report(before: PhaseTotals, after: PhaseTotals) -> str:
-    """Mean seconds per successful ADD in each phase, for this run."""
-    parts, sources = [], []
-    for phase, (total, count) in after.items():
-        old_total, old_count = before.get(phase, (0.0, 0.0))
-        if phase.startswith("from "):
-            sources.append(f"{phase.removeprefix('from ')} {total - old_total:.0f}")
-        elif count > old_count:
-            parts.append(f"{phase} {(total - old_total) / (count - old_count):.3f}s")
+def agent_totals(sandbox: Sandbox) -> tuple[Totals, Totals]:
+    """The agents' ADD phases (kovn_cni_add_phase_duration_seconds) and where ADDs found
+    the network (kovn_cni_add_network_source_total), summed over the nodes."""
+    texts = []
+    for name, url in endpoints(sandbox.config).items():
+        if name.endswith("/agent"):
+            with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
+                texts.append(answer.read().decode())
+    return (metric_totals(texts, "kovn_cni_add_phase_duration_seconds",
+                          lambda labels: labels["phase"]),
+            metric_totals(texts, "kovn_cni_add_network_source",
+                          lambda labels: labels["source"]))
+
+
+def _minus(after: Totals, before: Totals) -> Totals:
+    return {key: (total - before.get(key, (0.0, 0.0))[0], n - before.get(key, (0.0, 0.0))[1])
+            for key, (total, n) in after.items()}
+
+
+def phase_report(before: tuple[Totals, Totals], after: tuple[Totals, Totals]) -> str:
+    """Mean seconds per successful ADD in each phase, for this run, and where the network
+    came from."""
+    phases, sources = _minus(after[0], before[0]), _minus(after[1], before[1])
+    parts = [f"{phase} {total / n:.3f}s" for phase, (total, n) in phases.items() if n > 0]
     report = "  mean per ADD: " + ", ".join(parts) if parts else "  (no agent phase metrics)"
-    return report + (f"; the network came first from: {', '.join(sources)}" if sources else "")
+    came = ", ".join(f"{source} {total:.0f}" for source, (total, _) in sources.items())
+    return report + (f"; the network came first from: {came}" if came else "")
 
 
-ApiTotals = dict[tuple[str, str], tuple[float, float]]
-"""(verb, resource[/subresource]) -> (seconds summed, requests), from the API server."""
+def api_totals(api: KubeClient) -> Totals:
+    """The API server's apiserver_request_duration_seconds per (verb, resource[/subresource]),
+    summed over its other labels (watches left out)."""
+    return metric_totals([api.get("/metrics")], "apiserver_request_duration_seconds",
+                         lambda labels: None if labels["verb"] == "WATCH" else (
+                             labels["verb"], "/".join(filter(None, (
+                                 labels["resource"], labels.get("subresource"))))))
 
 
-def api_totals(api: KubeClient) -> ApiTotals:
-    """The API server's apiserver_request_duration_seconds, summed over its other labels."""
-    totals: dict[tuple[str, str], list[float]] = {}
-    for family in text_string_to_metric_families(api.get("/metrics")):
-        if family.name != "apiserver_request_duration_seconds":
-            continue
-        for sample in family.samples:
-            kind = sample.name.removeprefix(family.name)
-            if kind in ("_sum", "_count") and sample.labels["verb"] != "WATCH":
-                what = "/".join(filter(None, (sample.labels["resource"],
-                                              sample.labels.get("subresource"))))
-                pair = totals.setdefault((sample.labels["verb"], what), [0.0, 0.0])
-                pair[kind == "_count"] += sample.value
-    return {key: (total, count) for key, (total, count) in totals.items()}
-
-
-def api_report(before: ApiTotals, after: ApiTotals, count: int) -> str:
+def api_report(before: Totals, after: Totals, count: int) -> str:
     """The requests this run made at least once per pod, by how long the API server took:
     under a burst they queue for its CPU, and each pod waits for several in turn."""
-    runs = {key: (total - before.get(key, (0.0, 0.0))[0], n - before.get(key, (0.0, 0.0))[1])
-            for key, (total, n) in after.items()}
+    runs = _minus(after, before)
     lines = [f"    {verb} {what}: {n:.0f}, mean {total / n * 1000:.0f} ms"
              for (verb, what), (total, n) in sorted(runs.items(), key=lambda kv: -kv[1][0])
              if n >= count]
@@ -311,7 +307,7 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
         netns.add(pod_netns(sandbox.config.prefix, NAMESPACE, name, made["metadata"]["uid"]))
 
     cpu_before = cpu_snapshot(sandbox)
-    phases_before = add_phase_totals(sandbox)
+    phases_before = agent_totals(sandbox)
     api_before = api_totals(api)
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
@@ -342,7 +338,7 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0) -> int:
                    if n in watch.ready and n in watch.bound]
     print(f"  bound -> Ready             : {percentiles(after_bound)}")
     print(f"CNI ADD           : {percentiles(adds)}")
-    print(phase_report(phases_before, add_phase_totals(sandbox)))
+    print(phase_report(phases_before, agent_totals(sandbox)))
     retried = [e for e in errors if e.startswith("code 11:")]
     print(f"CNI ADD failures  : {len(errors)} ({len(retried)} 'try again later', retried)")
     for error in sorted(set(errors) - set(retried))[:5]:

@@ -51,8 +51,9 @@ from northbound import names
 
 LOG = logging.getLogger(__name__)
 API_RECHECK = 2.0  # seconds between reads of a Pod the watch shows unannotated
-SOUTHBOUND = "kovn.io/southbound"
-"""The `kind` of the stand-in for the Pod when its network came from the Port_Binding."""
+FoundNetwork = tuple[dict[str, Any], PodNetwork, str]
+"""The pod (or, from the Port_Binding, just its metadata's uid), its network and where it
+was found: `annotation` or `southbound`."""
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,8 @@ class Attachments:
 
     def _add(self, req: CniRequest) -> dict[str, Any]:
         t0 = time.monotonic()
-        pod, network = self._wait_network(req)
+        pod, network, network_from = self._wait_network(req)
         t_annotation = time.monotonic()
-        network_from = "southbound" if pod.get("kind") == SOUTHBOUND else "annotation"
         uid = pod["metadata"]["uid"]
         host_if = plumbing.host_veth_name(req.container_id, req.ifname)
         routes = default_routes(network.gateway, [(r.dest, r.next_hop) for r in network.routes])
@@ -218,7 +218,7 @@ class Attachments:
             sandbox=req.netns, ip=network.ip, gateway=network.gateway, mtu=network.mtu,
             routes=routes))
 
-    def _wait_network(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
+    def _wait_network(self, req: CniRequest) -> FoundNetwork:
         """The pod and its network, waiting (bounded) for the controller: from the pod's
         kovn.io/pod-network annotation or its southbound Port_Binding, whichever has it first.
 
@@ -227,9 +227,8 @@ class Attachments:
         while this waits) changes; the API is read up front only when the watch does not show
         this pod (uid) yet (that read also tells a deleted or re-created pod), then every
         API_RECHECK seconds in case the watch lags. Without a watch: polled, annotation only.
-        The Port_Binding is taken only for K8S_POD_UID's pod; then the returned "pod" is a
-        stand-in of kind SOUTHBOUND with the uid (and the watched pod's metadata if it has
-        the same uid).
+        The Port_Binding is taken only for K8S_POD_UID's pod; then the returned pod is the
+        watched one if it has that uid, else a stand-in with only the uid.
         """
         if self.bindings is None or self.pods is None or not req.pod_uid:
             return self._wait_either(req)
@@ -237,7 +236,7 @@ class Attachments:
             return self._wait_either(req)
 
     def _from_southbound(self, req: CniRequest, cached: dict[str, Any] | None
-                         ) -> tuple[dict[str, Any], PodNetwork] | None:
+                         ) -> FoundNetwork | None:
         """The network the Port_Binding of this very pod (K8S_POD_UID) carries, if any."""
         if self.bindings is None or not req.pod_uid:
             return None
@@ -249,11 +248,11 @@ class Attachments:
             network = PodNetwork.decode(text)
         except ValueError:
             return None  # the annotation will say what is wrong
-        meta = cached["metadata"] if cached is not None and \
-            cached["metadata"].get("uid") == req.pod_uid else {"uid": req.pod_uid}
-        return {"kind": SOUTHBOUND, "metadata": meta}, network
+        if cached is None or cached["metadata"].get("uid") != req.pod_uid:
+            cached = {"metadata": {"uid": req.pod_uid}}
+        return cached, network, "southbound"
 
-    def _wait_either(self, req: CniRequest) -> tuple[dict[str, Any], PodNetwork]:
+    def _wait_either(self, req: CniRequest) -> FoundNetwork:
         timeout = req.annotation_timeout or self.settings.annotation_timeout
         deadline = time.monotonic() + timeout
         who = f"{req.pod_namespace}/{req.pod_name}"
@@ -265,9 +264,9 @@ class Attachments:
         next_read = time.monotonic() + (API_RECHECK if known else 0.0)
         while True:
             if cached is not None and (found := self._network(req, cached, trusted=False)):
-                return found
-            if found := self._from_southbound(req, cached):
-                return found
+                return (*found, "annotation")
+            if from_port := self._from_southbound(req, cached):
+                return from_port
             if time.monotonic() >= next_read:
                 try:
                     pod = self.kube.get_or_none(pod_path(req.pod_namespace, req.pod_name))
@@ -279,7 +278,7 @@ class Attachments:
                 if pod is None:
                     raise CniError(Code.POD_NOT_FOUND, f"pod {who} does not exist")
                 if pod and (found := self._network(req, pod, trusted=True)):
-                    return found
+                    return (*found, "annotation")
                 next_read = time.monotonic() + (API_RECHECK if self.pods else delay)
                 delay = min(delay * 2, 0.5)
             if time.monotonic() > deadline:

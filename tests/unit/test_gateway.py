@@ -216,27 +216,10 @@ def test_external_network_may_not_overlap_the_cluster(ip: str, what: str) -> Non
 
 
 # --- operators.nodes: the Node's rows and the recorded GR address ---------------------------------
-class FakeKube:
-    """Only what sync_node may call: Events (writes are closures in the batch, not run)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def event(self, obj: dict, reason: str, message: str, kind: str = "Warning") -> None:
-        self.events.append((reason, message))
-
-
 def _state(*nodes: dict):  # -> operators.state.State
-    from operators.cache import ClusterCache
-    from operators.kinds import KINDS
-    from operators.state import State
+    from tests.unit.worker_state import worker_state
 
-    state = State(config=CONFIG, kube=FakeKube(),  # type: ignore[arg-type]
-                  cache=ClusterCache([k.cache_kind() for k in KINDS]))
-    state.subnets = {s.name: s for s in (DEFAULT, ROUTED)}
-    for node in nodes:
-        state.cache.store("nodes", node)
-    return state
+    return worker_state(CONFIG, (DEFAULT, ROUTED), [("nodes", node) for node in nodes])
 
 
 def _node(name: str, annotations: dict[str, str]) -> dict:

@@ -9,36 +9,19 @@ from collections.abc import Collection
 from contract.podnetwork import POD_NETWORK, PodNetwork
 from controller import topology
 from controller.config import ClusterConfig
-from controller.subnets import Binding, SubnetSpec
+from controller.subnets import SubnetSpec
 from northbound.rows import NbRow, Owner
 from operators import pods
-from operators.cache import ClusterCache
-from operators.kinds import KINDS
 from operators.state import Batch, State
+from tests.unit.worker_state import worker_state
 
 CONFIG = ClusterConfig()
 DEFAULT = SubnetSpec(name="ovn-default", cidr="10.16.0.0/16", gateway="10.16.0.1")
 
 
-class FakeKube:
-    """Only what the pod sync may call: Events (API writes are closures in the batch)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def event(self, obj: dict, reason: str, message: str, kind: str = "Warning") -> None:
-        self.events.append((reason, message))
-
-
 def _state(*objs: dict) -> State:
-    state = State(config=CONFIG, kube=FakeKube(),  # type: ignore[arg-type]
-                  cache=ClusterCache([k.cache_kind() for k in KINDS]),
-                  binding=Binding(default=DEFAULT.name))
-    state.subnets = {DEFAULT.name: DEFAULT}
-    state.ipam.set_pool(DEFAULT.name, DEFAULT.cidr, DEFAULT.gateway)
-    for obj in objs:
-        state.cache.store("pods", obj)
-    return state
+    return worker_state(CONFIG, [DEFAULT], [("pods", obj) for obj in objs],
+                        default_subnet=DEFAULT.name, pools=True)
 
 
 def _pod(name: str, uid: str, annotations: dict[str, str] | None = None) -> dict:
