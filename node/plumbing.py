@@ -5,10 +5,13 @@ so to work inside a pod the calling thread enters the pod's netns only for the i
 takes to open its sockets, then returns; no process is forked and no other thread moves
 (node.netns, the one setns helper, shared with the sandbox).
 
-On the userspace datapath ovs-vswitchd forwards packets with partial checksums as they are,
-so TCP breaks unless tx checksum offload is off on both veth ends; `tx_checksum_off` does
-what `ethtool -K <dev> tx off` does (ETHTOOL_STXCSUM; the kernel then drops TSO/GSO that
-depend on it) without a process per call.
+On the userspace datapath ovs-vswitchd reads a veth through an AF_PACKET socket, which takes
+what the pod sends with partial checksums (and unsegmented GSO) as it is, so TCP breaks
+unless tx checksum offload is off on the pod's end; `tx_checksum_off` does what
+`ethtool -K <dev> tx off` does (ETHTOOL_STXCSUM; the kernel then drops TSO/GSO that depend
+on it) without a process per call. The host end needs nothing: what ovs-vswitchd writes
+into it through AF_PACKET is whole frames, which no offload touches (OVS's own userspace
+tests turn tx off on the namespace end only).
 """
 
 from __future__ import annotations
@@ -260,11 +263,25 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
     A leftover host end of the same name (an earlier, interrupted ADD) is deleted first;
     its pod end goes with it.
 
+    Every change of any link in the node's netns makes ovs-vswitchd reconfigure all its
+    bridges (its if_notifier), work that grows with the ports it has: at 150 ports each
+    such event cost it ~17 ms of CPU. So the host end is created as ovs-vswitchd will want
+    it: up, with its MAC, and promiscuous, which ovs-vswitchd otherwise sets itself when it
+    adds the port and clears when it removes it (two more events per pod), and its tx
+    offloads are left alone (one more). What is left is its creation and its carrier when
+    the pod end goes up (a veth's peer cannot be created up: the kernel opens it before the
+    pair is linked).
+
+    The host end gets no IPv6, before it has a carrier: it is a port of br-int, with no
+    address of any family, but with IPv6 the node's kernel would give it a link-local
+    address and three routes, and every route change makes ovs-vswitchd dump the node's
+    routing table again and look up the name of each route's device (one socket, ioctl
+    and close per route: 1,000 syscalls per port added at 100 pods). That was a third of
+    ovs-vswitchd's CPU per pod.
+
     A pod without an IPv6 address gets no IPv6 on its end: otherwise its kernel, once the
     link is up, sends neighbour and router solicitations and MLD reports into ovs-vswitchd
-    (upcalls, datapath flows and OVN pipeline work for every pod, for nothing). The host
-    end keeps the node's defaults: what its kernel sends goes to the pod, not into OVS, and
-    a write to its sysctl would hold the node's shared netlink handle longer.
+    (upcalls, datapath flows and OVN pipeline work for every pod, for nothing).
     """
     ipv4_only = ":" not in pod.ip and not any(":" in dst for dst, _ in pod.routes)
     netns_fd = open_netns(netns_path)
@@ -273,9 +290,9 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
             with host_sockets() as host:
                 _delete_link(host, host_ifname)
                 host_mac = random_mac()
-                try:  # the host end is created up, with its MAC: nothing to read back
+                try:
                     host.rtnl.add_veth(host_ifname, host_mac, pod.mtu, pod.ifname, pod.mac,
-                                       netns_fd)
+                                       netns_fd, up=True, promisc=True)
                 except RtnlError as exc:
                     if exc.code == errno.EEXIST:  # not the host end: deleted just above
                         raise PlumbingError(f"{pod.ifname} already exists in "
@@ -283,13 +300,11 @@ def plumb(netns_path: str, host_ifname: str, pod: PodInterface,
                     raise PlumbingError(f"cannot create veth {host_ifname}/{pod.ifname}: "
                                         f"{exc}") from exc
             try:
+                disable_ipv6(host_ifname)  # no carrier yet: the pod end is still down
                 pod_index = if_index(inside, pod.ifname)
                 if pod_index is None:
                     raise PlumbingError(f"veth {host_ifname}/{pod.ifname} vanished")
                 _configure_pod_end(inside, pod_index, pod, tx_off)
-                if tx_off:
-                    with host_sockets() as host:
-                        tx_checksum_off(host, host_ifname)
                 return host_mac
             except (PlumbingError, OSError, ValueError) as exc:
                 with contextlib.suppress(PlumbingError, OSError):

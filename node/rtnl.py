@@ -2,7 +2,7 @@
 
 pyroute2 runs each request through an asyncio event loop and builds messages through its
 generic NLA machinery: ~0.4 ms of CPU per request, ~1.3 ms to open a handle, about half of
-the agent's CPU per ADD (py-spy). The ADD needs only seven fixed requests (delete a leftover
+the agent's CPU per ADD (py-spy). The ADD needs only a few fixed requests (delete a leftover
 link, create the veth pair, address, two links up, routes), so they are packed here with
 `struct` on a plain NETLINK_ROUTE socket, each acknowledged before the next; the rare paths
 (CHECK's reads, the management port's routes) keep pyroute2.
@@ -28,7 +28,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 NLA_F_NESTED = 0x8000
-IFF_UP = 0x1
+IFF_UP, IFF_PROMISC = 0x1, 0x100
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 3, 0, 1
@@ -66,13 +66,15 @@ def mac_bytes(mac: str) -> bytes:
 
 
 def veth_request(name: str, mac: str, mtu: int, peer_name: str, peer_mac: str,
-                 peer_netns_fd: int, up: bool) -> bytes:
-    """The body of RTM_NEWLINK creating veth `name` (up or not) and its peer in a netns."""
+                 peer_netns_fd: int, up: bool, promisc: bool = False) -> bytes:
+    """The body of RTM_NEWLINK creating veth `name` (up, promiscuous or not) and its peer,
+    down, in a netns."""
     peer = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + name_attr(peer_name) + \
         attr(IFLA_ADDRESS, mac_bytes(peer_mac)) + attr(IFLA_MTU, struct.pack("=I", mtu)) + \
         attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
-    flags = IFF_UP if up else 0
-    return (_IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, IFF_UP) + name_attr(name)
+    flags = (IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)
+    return (_IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, IFF_UP | IFF_PROMISC)
+            + name_attr(name)
             + attr(IFLA_ADDRESS, mac_bytes(mac)) + attr(IFLA_MTU, struct.pack("=I", mtu))
             + nested(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"veth\0"),
                      nested(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))))
@@ -124,9 +126,10 @@ class Rtnl:
                 offset += (length + 3) & ~3
 
     def add_veth(self, name: str, mac: str, mtu: int, peer_name: str, peer_mac: str,
-                 peer_netns_fd: int, up: bool = True) -> None:
+                 peer_netns_fd: int, up: bool = True, promisc: bool = False) -> None:
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                     veth_request(name, mac, mtu, peer_name, peer_mac, peer_netns_fd, up))
+                     veth_request(name, mac, mtu, peer_name, peer_mac, peer_netns_fd, up,
+                                  promisc))
 
     def delete_link(self, name: str) -> bool:
         """Delete link `name`; False if there is none."""

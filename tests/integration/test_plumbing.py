@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 import uuid
@@ -80,6 +82,10 @@ def test_plumb_configures_both_ends(namespaces: tuple[str, str]) -> None:
     host_mac = in_node(node, lambda: plumbing.plumb(f"/var/run/netns/{pod}", "vethtest1", POD))
     (host,) = ip_json(node, "link", "show", "vethtest1")
     assert host["address"] == host_mac and host["mtu"] == 1400 and "UP" in host["flags"]
+    assert "PROMISC" in host["flags"]  # so ovs-vswitchd need not set it (one event less)
+    # No IPv6 on the host end: its routes would each make ovs-vswitchd re-read them all.
+    assert sysctl(node, "net.ipv6.conf.vethtest1.disable_ipv6") == "1"
+    assert ip_json(node, "-6", "route", "show", "table", "all", "dev", "vethtest1") == []
     (eth0,) = ip_json(pod, "addr", "show", "eth0")
     assert eth0["address"] == POD.mac and eth0["mtu"] == 1400 and "UP" in eth0["flags"]
     assert [(a["family"], a["local"], a["prefixlen"]) for a in eth0["addr_info"]] == [
@@ -145,3 +151,38 @@ def test_an_ipv6_pod_keeps_ipv6(namespaces: tuple[str, str]) -> None:
         (a["family"], a["local"], a["prefixlen"]) for a in eth0["addr_info"]]
     routes = ip_json(pod, "-6", "route", "show", "default")
     assert routes and routes[0]["gateway"] == "fd00:10:16::1"
+
+
+def link_events(sock: socket.socket) -> list[tuple[int, int]]:
+    """(message type, ifindex) of each RTM_NEWLINK/DELLINK queued on an RTMGRP_LINK socket."""
+    events = []
+    while True:
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return events
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if kind in (16, 17):  # RTM_NEWLINK, RTM_DELLINK
+                events.append((kind, struct.unpack_from("=i", data, offset + 20)[0]))
+            offset += (length + 3) & ~3
+
+
+def test_the_host_end_changes_once_in_the_nodes_netns(namespaces: tuple[str, str]) -> None:
+    """Each link event in its netns makes ovs-vswitchd reconfigure every port it has, so an
+    ADD makes the host end appear as it stays: one event for its creation (and the carrier
+    that comes with it), none for offloads or flags afterwards."""
+    node, pod = namespaces
+
+    def plumb_watched() -> list[tuple[int, int]]:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            sock.bind((0, 1))  # RTMGRP_LINK
+            plumbing.plumb(f"/var/run/netns/{pod}", "vethtest3", POD)
+            subprocess.run(["sleep", "0.2"], check=True)  # the carrier's linkwatch event
+            return link_events(sock)
+
+    events = in_node(node, plumb_watched)
+    (host,) = ip_json(node, "link", "show", "vethtest3")
+    assert {index for _, index in events} == {host["ifindex"]}
+    assert len(events) <= 2, events  # created; carrier on
