@@ -40,6 +40,7 @@ LOG = logging.getLogger("kovn.sandbox.kubelet")
 COMPONENT = "kubelet"
 WATCH_SECONDS = 300
 RETRY_ERROR = 5.0  # after an unexpected error in a sync
+RECONCILE_AFTER = 10.0  # seconds a status we patched is trusted over a pod not showing it
 
 
 def retry_delay(error: cni.CniError, attempt: int) -> float:
@@ -93,6 +94,8 @@ class Kubelet:
         self.probes: dict[str, list[ProbeState]] = {}
         self.failures: dict[str, tuple[int, str]] = {}  # uid -> (attempts, last event)
         self.seen: dict[str, float] = {}  # uid -> when the watch first showed the pod
+        # uid -> (signature, when) of the status last patched: see _report.
+        self.reported: dict[str, tuple[tuple[Any, ...], float]] = {}
         self.timer = Timer("kubelet-timer")
         self.queue = WorkQueue(self._sync_safely, args.workers, self.timer, "kubelet-sync")
         self.probe_queue = WorkQueue(self._probe, 4, self.timer, "kubelet-probe")
@@ -222,6 +225,7 @@ class Kubelet:
         with self.lock:
             self.records.pop(uid, None)
             self.probes.pop(uid, None)
+            self.reported.pop(uid, None)
         self.failures.pop(uid, None)
         LOG.info("pod %s: stopped, network removed", record.key)
         return True
@@ -251,7 +255,17 @@ class Kubelet:
             container_id=record.container_id, ready=self._readiness(record.uid, pod),
             sandbox_error=sandbox_error)
         status = podstatus.build_status(pod, facts, now())
-        if podstatus.signature(status) == podstatus.signature(pod.get("status", {})):
+        wanted = podstatus.signature(status)
+        if wanted == podstatus.signature(pod.get("status", {})):
+            return
+        # Like the kubelet's status manager: what we patched a moment ago is not patched
+        # again because the pod in hand does not show it yet. Under a burst the watch
+        # delivers the events of earlier writes (the controller's annotation) after our
+        # PATCH's answer; comparing with those made a third of the pods patch twice. After
+        # RECONCILE_AFTER the API's view wins again (the real kubelet reconciles every 10 s).
+        last = self.reported.get(record.uid)
+        if last is not None and last[0] == wanted and \
+                time.monotonic() - last[1] < RECONCILE_AFTER:
             return
         meta = pod["metadata"]
         try:
@@ -262,6 +276,7 @@ class Kubelet:
                 return
             raise
         with self.lock:  # later syncs compare against what we wrote, until the watch tells
+            self.reported[record.uid] = (wanted, time.monotonic())
             if record.uid in self.pods and isinstance(updated, dict):
                 self.pods[record.uid] = updated
 
