@@ -66,7 +66,8 @@ def cpu_report(before: dict[int, tuple[str, float, float]],
         elif name == "kovn-controller":
             kovn["controller"] += cpu
     per_pod = 1000 / max(pods, 1)
-    lines = [f"CPU from the first create to the last Ready: {total:.1f} s in {wall:.1f} s "
+    lines = [f"CPU from the first create to the last Ready (and annotation): {total:.1f} s in "
+             f"{wall:.1f} s "
              f"(2 cores = {2 * wall:.1f} s available)"]
     for cpu, own, children, name in sorted(rows, reverse=True):
         if cpu >= 0.05:
