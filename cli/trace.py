@@ -6,7 +6,8 @@ switch come from its NB Logical_Switch_Port (no Kubernetes access needed); ovn-t
 the SB with `--ct=new` for every conntrack lookup; the logical flows it ran in the ACL stages
 are looked up in SB (server-side select by stage and priority, then by uuid prefix) for
 their `stage-hint`, the NB ACL's uuid prefix, and the ACL's kovn external_ids name the
-policy. The pure part (microflow, parse, verdict) is northbound/trace.py.
+policy. The pure part is northbound/trace.py (microflow, verdict) and
+northbound/trace_output.py (ovn-trace's output read back).
 
 Exit status: 0 allowed, 1 dropped or rejected, 2 could not trace (the message says why).
 """
@@ -31,6 +32,7 @@ from northbound.apply import PlanCommand
 from northbound.connection import DEFAULT_NB, NbConnection, NorthboundUnavailable
 from northbound.plan import Plan
 from northbound.trace import TraceError
+from northbound.trace_output import Step, parse_trace
 
 DEFAULT_SB = "unix:/tmp/kovn-sandbox/sb.sock"
 USAGE = ("kovn trace NS/POD {IP | NS/POD | svc NS/NAME} {tcp|udp|icmp} [PORT] "
@@ -214,7 +216,7 @@ def run_trace(sb: str, argv: list[str], timeout: float) -> str:
     return out
 
 
-def lflow_rows(sb: str, steps: list[trace.Step], timeout: float) -> list[dict[str, Any]]:
+def lflow_rows(sb: str, steps: list[Step], timeout: float) -> list[dict[str, Any]]:
     """The SB Logical_Flow rows of the traced ACL-stage flows' stages and priorities."""
     keys = sorted({(s.stage, s.priority) for s in steps})
     if not keys:
@@ -248,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         sb = sb_address(args)
         argv = trace_argv(sb, source.switch, flow, target.backend)
         output = run_trace(sb, argv, args.timeout * 3)
-        steps = trace.parse_trace(output)
+        steps = parse_trace(output)
         acl_steps = trace.acl_steps(steps)
         hints = trace.stage_hints(acl_steps, lflow_rows(sb, acl_steps, args.timeout))
         by_uuid = {s.uuid: acl for s in acl_steps

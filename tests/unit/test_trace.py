@@ -26,11 +26,11 @@ from northbound.trace import (
     decide,
     describe_acl,
     microflow,
-    parse_trace,
     resolve_target,
     source_port,
     stage_hints,
 )
+from northbound.trace_output import parse_trace
 
 # `ovn-trace --detailed --ct=new (x8)` from y/c (10.16.0.4, node1) to x/b (10.16.0.3, node2) on
 # ovn-default, OVN 23.03.1 (the sandbox, hand-made kovn ACLs): the ingress pipeline of
