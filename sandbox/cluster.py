@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from sandbox import central, identities, kube, leftovers, metrics, netns, outsid
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError, SandboxTimeout
 from sandbox.node import (
-    VSWITCH_SCHEMA,
     SandboxNode,
     create_underlay,
     make_node,
@@ -27,16 +25,13 @@ from sandbox.node import (
     wait_tunnels,
     warm_underlay,
 )
+from sandbox.prerequisites import check_prerequisites, require_root
 
 __all__ = ["Sandbox", "SandboxError", "SandboxNode", "SandboxTimeout"]
 
 STATE_FILE = leftovers.STATE_FILE
 # Written first into a fresh state dir: we only ever delete a directory that carries it.
 MARKER = leftovers.MARKER
-REQUIRED_BINARIES = (
-    "ip", "ethtool", "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl",
-    "ovn-northd", "ovn-controller", "ovn-sbctl",
-)
 
 
 class Sandbox:
@@ -371,27 +366,6 @@ class Sandbox:
                       "identities": identities.describe(loaded.config)}
                      if loaded.config.kube else None),
         }
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise SandboxError("the sandbox needs root (network namespaces, routes): use sudo")
-
-
-def check_prerequisites(config: SandboxConfig | None = None) -> None:
-    """Root, the OVS/OVN tools and (if config.kube) the Kubernetes binaries: say plainly what
-    is missing before touching anything."""
-    require_root()
-    if config is not None and config.kube:
-        kube.check_binaries()
-    missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
-    if missing:
-        raise SandboxError(
-            f"missing {', '.join(missing)}: install openvswitch-switch, ovn-central, ovn-host, "
-            "iproute2 and ethtool")
-    for schema in (*central.SCHEMAS.values(), VSWITCH_SCHEMA):
-        if not schema.exists():
-            raise SandboxError(f"missing {schema}: install openvswitch-switch and ovn-central")
 
 
 def _read_state(state_dir: Path) -> dict[str, Any] | None:

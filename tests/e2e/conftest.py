@@ -24,10 +24,11 @@ import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 
 from sandbox import identities, kube, workloads
-from sandbox.cluster import REQUIRED_BINARIES, Sandbox, SandboxError
+from sandbox.cluster import Sandbox, SandboxError
 from sandbox.config import SandboxConfig
 from sandbox.controlplane import ControllerProcess
 from sandbox.leftovers import sandboxes_using_prefix
+from sandbox.prerequisites import REQUIRED_BINARIES
 
 # Netns prefixes reserved for tests: the session sandbox and the CLI tests' sandboxes. They
 # differ from a user's `kovn` sandbox, so the tests can run while that one is up.
