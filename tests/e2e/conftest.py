@@ -166,12 +166,16 @@ def _live_crashes() -> set[str]:
 
 def _forget_failed_fixtures(item: pytest.Item) -> None:
     """A module fixture that failed (pods not Ready while vswitchd was down) is set up
-    again, not re-raised from pytest's cache."""
+    again, not re-raised from pytest's cache. It is finished as pytest would (its
+    finalizers run and go): pytest refuses to set up a fixture that still has some."""
     for defs in item._fixtureinfo.name2fixturedefs.values():
         for fixturedef in defs:
             cached = getattr(fixturedef, "cached_result", None)
             if cached is not None and cached[2] is not None:
+                with contextlib.suppress(Exception):  # its teardown's failure is not the test's
+                    fixturedef.finish(item._request)  # type: ignore[attr-defined]
                 fixturedef.cached_result = None
+                fixturedef._finalizers.clear()
 
 
 @pytest.hookimpl(tryfirst=True)
