@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,15 @@ class ReadyWatch:
             return len(self.annotated)
 
 
+def wait_until(done: Callable[[], bool], deadline: float) -> bool:
+    """Poll `done` every 50 ms until it holds (True) or the deadline passes (False)."""
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @dataclass
 class Round:
     """One round's outcome: its exit status and each pod's creation -> Ready."""
@@ -184,17 +194,13 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0,
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, range(count)))
     posting = time.monotonic() - t0
-    while watch.count() < count:
-        if time.monotonic() - t0 > timeout:
-            print(f"only {watch.count()}/{count} pods Ready after {timeout:.0f}s", flush=True)
-            break
-        time.sleep(0.05)
+    if not wait_until(lambda: watch.count() >= count, t0 + timeout):
+        print(f"only {watch.count()}/{count} pods Ready after {timeout:.0f}s", flush=True)
     total = time.monotonic() - t0
     # The ADD does not wait for the controller's annotation (it reads the Port_Binding), so
     # the last may come after the last Ready: the CPU they cost counts too.
-    while not host_network and watch.annotated_count() < count and \
-            time.monotonic() - t0 < timeout:
-        time.sleep(0.05)
+    if not host_network:
+        wait_until(lambda: watch.annotated_count() >= count, t0 + timeout)
     measured = time.monotonic() - t0
     cpu_after = cpu_snapshot(sandbox)
     latencies = [watch.ready[n] - created[n] for n in created if n in watch.ready]
@@ -209,11 +215,12 @@ def run(sandbox: Sandbox, count: int, timeout: float, rate: float = 0,
     print(f"{count} {what} created in {posting:.2f}s ({how}), all Ready after {total:.2f}s"
           f"{annotated}; spread: {spread}")
     print(f"creation -> Ready : {percentiles(latencies)}")
-    steps_seen = [("POST answered", posted), ("bound", watch.bound)]
-    if not host_network:
-        steps_seen[1:1] = [("annotated", watch.annotated)]
-        steps_seen.append(("podIP", watch.running))
-    for step, seen in steps_seen:
+    for step, seen, shown in (("POST answered", posted, True),
+                              ("annotated", watch.annotated, not host_network),
+                              ("bound", watch.bound, True),
+                              ("podIP", watch.running, not host_network)):
+        if not shown:
+            continue
         steps = [seen[n] - created[n] for n in created if n in seen]
         print(f"  creation -> {step:13s}: {percentiles(steps)}")
     after_bound = [watch.ready[n] - watch.bound[n] for n in created

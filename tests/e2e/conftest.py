@@ -172,10 +172,14 @@ def _forget_failed_fixtures(item: pytest.Item) -> None:
         for fixturedef in defs:
             cached = getattr(fixturedef, "cached_result", None)
             if cached is not None and cached[2] is not None:
-                with contextlib.suppress(Exception):  # its teardown's failure is not the test's
-                    fixturedef.finish(item._request)  # type: ignore[attr-defined]
-                fixturedef.cached_result = None
+                # As FixtureDef.finish does, last registered first (a failing one is not
+                # the test's failure); finish() itself needs the test's request, gone by now.
+                finalizers = fixturedef._finalizers[:]
                 fixturedef._finalizers.clear()
+                for finalizer in reversed(finalizers):
+                    with contextlib.suppress(Exception):
+                        finalizer()
+                fixturedef.cached_result = None
 
 
 @pytest.hookimpl(tryfirst=True)
