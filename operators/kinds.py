@@ -152,7 +152,7 @@ KINDS: tuple[Kind, ...] = (
                   "endpointslices": endpoints.nodes_follow_slices},
          sync_one=nodes.sync_node, restore=nodes.restore),
     Kind("pods", "Pod", "v1", "/api/v1/pods", spec=("nodeName", "hostNetwork"),
-         status=("phase",), watch=LISTWATCH, owner_type=names.OwnerType.POD,
+         status=("phase", "podIP"), watch=LISTWATCH, owner_type=names.OwnerType.POD,
          reduce=container_ports,
          follows={qos.QOS_POLICIES: qos.pods_follow_qos_policies,
                   "subnets": qos.pods_follow_subnets},

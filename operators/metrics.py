@@ -6,7 +6,8 @@ Two sorts, chosen for the worker's sake (it handles thousands of pods per flush)
   (duration, rows changed) and failed API writes;
 - gauges computed from the controller's state when Prometheus scrapes (a collector that
   reads it, so nothing is kept up to date on the hot paths): owners set aside, pods waiting
-  for an address, IPAM usage per Subnet, cached objects per kind, owners with rows in NB,
+  for an address, pod annotations held during a burst, IPAM usage per Subnet, cached
+  objects per kind, owners with rows in NB,
   the last full resync.
 
 The worker is the only writer of that state; the collector only reads sizes and copies of
@@ -162,6 +163,10 @@ class _StateCollector(Collector):
                                     "their annotations are invalid (Events say which)")
         waiting.add_metric([], len(state.waiting))
         yield waiting
+        held = GaugeMetricFamily("kovn_controller_pod_annotations_held", "Pod annotations "
+                                 "held while a burst of pods is starting (operators/burst.py)")
+        held.add_metric([], len(state.burst.held))
+        yield held
         aside = GaugeMetricFamily("kovn_controller_owners_set_aside", "Owners whose rows could "
                                   "not be computed or written, retried with backoff",
                                   labels=["owner_type"])

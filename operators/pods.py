@@ -107,7 +107,9 @@ def wake_waiting(state: State, batch: Batch, dirty: Dirty, keys: set[str]) -> No
 def sync_pod(state: State, batch: Batch, key: str) -> None:
     owner = topology.pod_owner(key)
     obj = state.cache.get("pods", key)
+    state.burst.observe(key, obj)
     if not wants_port(obj):
+        state.burst.forget(key)
         state.pod_memo.pop(key, None)
         state.written.pop(("pods", key), None)
         if state.ipam.lookup(key) is not None:

@@ -14,6 +14,7 @@ from controller.config import ClusterConfig
 from controller.ipam import IPAM
 from controller.subnets import Binding, Problem, SubnetSpec
 from northbound.rows import NbRow, Owner
+from operators.burst import Burst
 from operators.cache import ClusterCache
 from operators.faults import Faults
 from operators.kubeapi import KubeAPI
@@ -90,6 +91,8 @@ class State:
     """QoSPolicies whose set of pods in force changed in this flush."""
     ports_changed: set[str] = field(default_factory=set)
     """Pods whose port came or went in this flush without an event of their own."""
+    burst: Burst = field(default_factory=Burst)
+    """Pods starting, and the pod annotations held while a burst of them is."""
     written: dict[tuple[str, str], str] = field(default_factory=dict)
     """Token last written (or being written) per (kind, key): publishing runs behind the
     worker, and the watch event carrying our own write may come later than the next flush."""

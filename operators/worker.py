@@ -183,6 +183,8 @@ class Controller:
                         self._last_full = 0.0
                 if dirty:
                     self.flush(dirty)
+                for publish in self.state.burst.release():
+                    self._pool.submit(self._publish, publish)
                 if time.monotonic() - self._last_usage > 2.0:
                     self._last_usage = time.monotonic()
                     subnets.publish_statuses(self.state)
@@ -336,6 +338,8 @@ class Controller:
                 state.resolved(f"owner:{owner}")
         # Published behind the worker: the next flush computes and commits while the API
         # server takes these. A failed write marks its object dirty, so it is retried.
+        # Pod annotations wait while a burst of pods is starting (operators/burst.py).
         for publish in batch.after_commit:
-            self._pool.submit(self._publish, publish)
+            if state.burst.admit(publish):
+                self._pool.submit(self._publish, publish)
         return len(changed) - len(failed)
