@@ -13,8 +13,11 @@ and status writes).
 
 A pod is starting from when it is bound to a node until the kubelet reports its podIP (the
 network is attached then). Only recent ones count: a pod that never starts (a node gone, a
-CNI failing) stops holding anything after `longest` seconds. A burst begins when `threshold`
-pods are starting at once; a few pods at a time are annotated at once, as before.
+CNI failing, a control plane without kubelets) stops holding anything after `longest` seconds
+and is not counted again until it starts or goes: stuck pods seen anew at every resync must
+not make a burst of their own every `longest` seconds (CI saw 215 stuck pods do that). A burst
+begins when `threshold` pods are starting at once; a few pods at a time are annotated at once,
+as before.
 
 Nothing is lost by holding: the port is in NB before the annotation is even queued, and a
 restarted controller re-takes the address NB records for a pod without annotation
@@ -57,15 +60,18 @@ class Burst:
         self.threshold, self.longest, self.clock = threshold, longest, clock
         self.starting: dict[str, float] = {}
         """Pod key -> when it was first seen starting."""
+        self.stuck: set[str] = set()
+        """Pods starting for `longest` seconds or more: never counted again while they are."""
         self.held: dict[str, tuple[float, Publish]] = {}
         """Pod key -> (held since, its latest annotation write)."""
         self.active = False
 
     def observe(self, key: str, obj: dict[str, Any] | None) -> None:
-        if starting(obj):
-            self.starting.setdefault(key, self.clock())
-        else:
+        if not starting(obj):
             self.starting.pop(key, None)
+            self.stuck.discard(key)
+        elif key not in self.stuck:
+            self.starting.setdefault(key, self.clock())
 
     def recent(self) -> int:
         """Pods starting for less than `longest` seconds (the older ones are forgotten)."""
@@ -73,6 +79,7 @@ class Burst:
         stale = [k for k, since in self.starting.items() if now - since >= self.longest]
         for key in stale:
             del self.starting[key]
+            self.stuck.add(key)
         return len(self.starting)
 
     def _update(self) -> None:
@@ -110,4 +117,5 @@ class Burst:
     def forget(self, key: str) -> None:
         """The pod is gone: nothing of it to hold or count."""
         self.starting.pop(key, None)
+        self.stuck.discard(key)
         self.held.pop(key, None)

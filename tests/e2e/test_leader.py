@@ -172,6 +172,10 @@ class CuttableProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # cut while connecting: never relayed
+                    client.close()
+                    server.close()
+                    return
                 self._socks += [client, server]
             for src, dst in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()

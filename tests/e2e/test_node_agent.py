@@ -261,7 +261,9 @@ def test_chassis_and_management_port(kube_sandbox: Sandbox, cluster: Cluster,
 
 def test_add_result_and_plumbing(cluster: Cluster, pair: tuple[Pod, Pod]) -> None:
     for pod in pair:
-        network = cluster.network(NAMESPACE, pod.name)
+        # The annotation may lag the ADD (held while a burst of pods starts: operators/burst.py).
+        network = eventually(lambda p=pod: cluster.network(NAMESPACE, p.name),
+                             what=f"{pod.name} annotated")
         assert isinstance(network, PodNetwork)
         result = pod.result
         assert result is not None and result["cniVersion"] == "1.0.0"

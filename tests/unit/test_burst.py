@@ -112,3 +112,19 @@ def test_a_deleted_pod_is_forgotten() -> None:
     assert not burst.admit(annotation("ns/p0"))
     burst.forget("ns/p0")
     assert "ns/p0" not in burst.held and "ns/p0" not in burst.starting
+
+
+def test_stuck_pods_seen_again_make_no_new_burst() -> None:
+    # A control plane without kubelets: pods stay bound without a podIP; every resync sees
+    # them again. After `longest` seconds they never count again, so nothing is held.
+    clock = Clock()
+    burst = burst_of(5, clock)
+    clock.now += 10
+    assert burst.admit(annotation("ns/p0"))
+    for i in range(5):  # the next resync
+        burst.observe(f"ns/p{i}", pod())
+    assert burst.recent() == 0 and burst.admit(annotation("ns/p1"))
+    # Once one of them starts (or goes), it may count again if it is ever starting anew.
+    burst.observe("ns/p0", pod(ip="10.16.0.5", phase="Running"))
+    burst.observe("ns/p0", pod())
+    assert burst.recent() == 1
