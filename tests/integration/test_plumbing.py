@@ -185,4 +185,7 @@ def test_the_host_end_changes_once_in_the_nodes_netns(namespaces: tuple[str, str
     events = in_node(node, plumb_watched)
     (host,) = ip_json(node, "link", "show", "vethtest3")
     assert {index for _, index in events} == {host["ifindex"]}
-    assert len(events) <= 2, events  # created; carrier on
+    # Created, then carrier on: two messages here, three under CI's load (seen once: the
+    # kernel does not always fold the peer's move into the creation's). Offload or flag
+    # changes after the ADD would add one each.
+    assert len(events) <= 3, events
