@@ -59,28 +59,22 @@ class Burst:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold, self.longest, self.clock = threshold, longest, clock
         self.starting: dict[str, float] = {}
-        """Pod key -> when it was first seen starting."""
-        self.stuck: set[str] = set()
-        """Pods starting for `longest` seconds or more: never counted again while they are."""
+        """Pod key -> when it was first seen starting (kept while it is, so a stuck pod seen
+        again at a resync keeps its age and never counts again)."""
         self.held: dict[str, tuple[float, Publish]] = {}
         """Pod key -> (held since, its latest annotation write)."""
         self.active = False
 
     def observe(self, key: str, obj: dict[str, Any] | None) -> None:
-        if not starting(obj):
-            self.starting.pop(key, None)
-            self.stuck.discard(key)
-        elif key not in self.stuck:
+        if starting(obj):
             self.starting.setdefault(key, self.clock())
+        else:
+            self.starting.pop(key, None)
 
     def recent(self) -> int:
-        """Pods starting for less than `longest` seconds (the older ones are forgotten)."""
+        """Pods starting for less than `longest` seconds (older ones are stuck: not counted)."""
         now = self.clock()
-        stale = [k for k, since in self.starting.items() if now - since >= self.longest]
-        for key in stale:
-            del self.starting[key]
-            self.stuck.add(key)
-        return len(self.starting)
+        return sum(1 for since in self.starting.values() if now - since < self.longest)
 
     def _update(self) -> None:
         count = self.recent()
@@ -117,5 +111,4 @@ class Burst:
     def forget(self, key: str) -> None:
         """The pod is gone: nothing of it to hold or count."""
         self.starting.pop(key, None)
-        self.stuck.discard(key)
         self.held.pop(key, None)
